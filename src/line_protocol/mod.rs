@@ -1,0 +1,1 @@
+//! Line protocol parsing with the InfluxDB server's semantics.
