@@ -1,0 +1,386 @@
+//! A validated line and lazy access to its parts, plus the serializers.
+//!
+//! Names and values are cut out of the line on access, with the server's rules for
+//! where each part ends and which escapes it knows, and allocate only if they contain a
+//! backslash escape.
+
+use std::borrow::Cow;
+
+use super::number::{parse_bool, parse_f64, parse_i64, parse_u64};
+use super::scan::{self, Meta, FLAG_NOT_UTF8, FLAG_TAGS_UNSORTED};
+use super::FieldValue;
+
+/// One accepted line. Borrows the request body.
+#[derive(Clone, Debug)]
+pub struct Point<'a> {
+    /// The logical line from its measurement on (leading whitespace removed).
+    text: &'a [u8],
+    /// Bytes of leading whitespace before `text` in the line's span.
+    lead: usize,
+    meta: Meta,
+}
+
+impl<'a> Point<'a> {
+    pub(crate) fn new(text: &'a [u8], lead: usize, meta: Meta) -> Self {
+        Point { text, lead, meta }
+    }
+
+    /// The line from the measurement up to its end, as it appeared in the input.
+    pub fn raw(&self) -> &'a [u8] {
+        self.text
+    }
+
+    /// The measurement, unescaped (`\,` `\ ` `\=` `\"`, as the server's `Point.Name`).
+    pub fn measurement(&self) -> Cow<'a, str> {
+        let raw = &self.text[..self.meta.meas_end as usize];
+        self.decode(raw, unescape_measurement)
+    }
+
+    /// Tags in input order, unescaped (`\,` `\ ` `\=`).
+    pub fn tags(&self) -> Tags<'a> {
+        let (m, k) = (self.meta.meas_end as usize, self.meta.key_end as usize);
+        let raw = if m < k { &self.text[m + 1..k] } else { &[][..] };
+        Tags {
+            raw,
+            pos: 0,
+            utf8: self.is_utf8(),
+        }
+    }
+
+    /// Fields in input order. Duplicate keys are all kept, as the server keeps them.
+    pub fn fields(&self) -> Fields<'a> {
+        let raw = &self.text[self.meta.fields_start as usize..self.meta.fields_end as usize];
+        Fields {
+            raw,
+            pos: 0,
+            utf8: self.is_utf8(),
+        }
+    }
+
+    /// Timestamp in nanoseconds, after precision scaling; `None` if the line had none.
+    pub fn timestamp(&self) -> Option<i64> {
+        self.meta.timestamp
+    }
+
+    /// Offset, relative to `Line::span.start`, just after the last byte of the field set:
+    /// where a proxy inserts `" <timestamp>"` into a line that has none, leaving every
+    /// other byte unchanged.
+    pub fn field_set_end(&self) -> usize {
+        self.lead + self.meta.fields_end as usize
+    }
+
+    /// Series key as InfluxDB builds it: the measurement and tags exactly as written
+    /// (escaped), tags sorted by their escaped key. Used for Kafka partitioning.
+    pub fn write_series_key(&self, out: &mut Vec<u8>) {
+        let key = &self.text[..self.meta.key_end as usize];
+        if self.meta.flags & FLAG_TAGS_UNSORTED == 0 {
+            out.extend_from_slice(key);
+            return;
+        }
+        let m = self.meta.meas_end as usize;
+        out.extend_from_slice(&key[..m]);
+        let mut pairs: Vec<&[u8]> = RawTags {
+            raw: &key[m + 1..],
+            pos: 0,
+        }
+        .collect();
+        pairs.sort_by(|a, b| tag_key_of(a).cmp(tag_key_of(b)));
+        for pair in pairs {
+            out.push(b',');
+            out.extend_from_slice(pair);
+        }
+    }
+
+    /// Canonical line protocol: escaped measurement, tags in input order, fields, then
+    /// `" <timestamp_ns>"` if given. Parsing the result (with nanosecond precision) gives
+    /// back the same measurement, tags, fields and timestamp.
+    pub fn write_line_protocol(&self, out: &mut Vec<u8>, timestamp_ns: Option<i64>) {
+        escape_measurement(&self.measurement(), out);
+        for (k, v) in self.tags() {
+            out.push(b',');
+            escape_tag(&k, out);
+            out.push(b'=');
+            escape_tag(&v, out);
+        }
+        out.push(b' ');
+        for (n, (k, v)) in self.fields().enumerate() {
+            if n > 0 {
+                out.push(b',');
+            }
+            escape_field_key(&k, out);
+            out.push(b'=');
+            write_field_value(&v, out);
+        }
+        if let Some(ts) = timestamp_ns {
+            out.push(b' ');
+            out.extend_from_slice(itoa::Buffer::new().format(ts).as_bytes());
+        }
+    }
+
+    fn is_utf8(&self) -> bool {
+        self.meta.flags & FLAG_NOT_UTF8 == 0
+    }
+
+    fn decode(&self, raw: &'a [u8], unescape: fn(&[u8]) -> Vec<u8>) -> Cow<'a, str> {
+        decode(raw, self.is_utf8(), unescape)
+    }
+}
+
+/// Turns raw bytes into text, unescaping only if there is a backslash.
+///
+/// `utf8` says the whole line is valid UTF-8; every piece is cut at ASCII delimiters, so
+/// each piece is valid UTF-8 too. Otherwise bytes are decoded lossily (the server stores
+/// them as they are, which a `str` cannot hold).
+#[inline]
+fn decode<'a>(raw: &'a [u8], utf8: bool, unescape: fn(&[u8]) -> Vec<u8>) -> Cow<'a, str> {
+    if memchr::memchr(b'\\', raw).is_none() {
+        return borrowed_str(raw, utf8);
+    }
+    let bytes = unescape(raw);
+    match String::from_utf8(bytes) {
+        Ok(s) => Cow::Owned(s),
+        Err(e) => Cow::Owned(String::from_utf8_lossy(e.as_bytes()).into_owned()),
+    }
+}
+
+#[inline]
+fn borrowed_str(raw: &[u8], utf8: bool) -> Cow<'_, str> {
+    if utf8 {
+        debug_assert!(std::str::from_utf8(raw).is_ok());
+        // SAFETY: `utf8` is set only when the whole line passed `str::from_utf8`, and
+        // `raw` is a sub-slice cut before or after ASCII bytes, which never splits a
+        // multi-byte UTF-8 sequence.
+        Cow::Borrowed(unsafe { std::str::from_utf8_unchecked(raw) })
+    } else {
+        String::from_utf8_lossy(raw)
+    }
+}
+
+/// Drops the backslash of each `\` + one of `set`, left to right; any other backslash
+/// is kept (the server's `escape.Unescape` / `unescapeTag`).
+#[inline]
+fn unescape_with(raw: &[u8], set: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let c = raw[i];
+        if c == b'\\' && i + 1 < raw.len() && set.contains(&raw[i + 1]) {
+            out.push(raw[i + 1]);
+            i += 2;
+        } else {
+            out.push(c);
+            i += 1;
+        }
+    }
+    out
+}
+
+fn unescape_measurement(raw: &[u8]) -> Vec<u8> {
+    unescape_with(raw, b", =\"")
+}
+
+fn unescape_tag(raw: &[u8]) -> Vec<u8> {
+    unescape_with(raw, b", =")
+}
+
+fn unescape_field_key(raw: &[u8]) -> Vec<u8> {
+    unescape_with(raw, b", =\"")
+}
+
+/// String field values: only `\\` and `\"` are escapes (the server's `unescapeStringField`).
+fn unescape_string(raw: &[u8]) -> Vec<u8> {
+    unescape_with(raw, b"\\\"")
+}
+
+/// Raw `key=value` pieces of a tag set: pieces end at a `,` not preceded by a backslash.
+struct RawTags<'a> {
+    raw: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Iterator for RawTags<'a> {
+    type Item = &'a [u8];
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let raw = self.raw;
+        if self.pos >= raw.len() {
+            return None;
+        }
+        let start = self.pos;
+        let mut i = start + 1;
+        let end = loop {
+            match memchr::memchr(b',', &raw[i.min(raw.len())..]) {
+                None => break raw.len(),
+                Some(off) => {
+                    let j = i + off;
+                    if raw[j - 1] != b'\\' {
+                        break j;
+                    }
+                    i = j + 1;
+                }
+            }
+        };
+        self.pos = end + 1;
+        Some(&raw[start..end])
+    }
+}
+
+/// The key of a raw `key=value` piece: up to the first `=` not preceded by a backslash.
+#[inline]
+fn tag_key_of(pair: &[u8]) -> &[u8] {
+    &pair[..scan::scan_to_eq(pair, 0)]
+}
+
+/// Iterator over a point's tags; see [`Point::tags`].
+#[derive(Clone, Debug)]
+pub struct Tags<'a> {
+    raw: &'a [u8],
+    pos: usize,
+    utf8: bool,
+}
+
+impl<'a> Iterator for Tags<'a> {
+    type Item = (Cow<'a, str>, Cow<'a, str>);
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut raw_tags = RawTags {
+            raw: self.raw,
+            pos: self.pos,
+        };
+        let pair = raw_tags.next()?;
+        self.pos = raw_tags.pos;
+        let eq = scan::scan_to_eq(pair, 0);
+        let key = &pair[..eq];
+        let value = pair.get(eq + 1..).unwrap_or_default();
+        Some((
+            decode(key, self.utf8, unescape_tag),
+            decode(value, self.utf8, unescape_tag),
+        ))
+    }
+}
+
+/// Iterator over a point's fields; see [`Point::fields`].
+///
+/// Walks the field set as the server's `walkFields` does: that walk, not the validating
+/// scan, decides which keys and values InfluxDB stores.
+#[derive(Clone, Debug)]
+pub struct Fields<'a> {
+    raw: &'a [u8],
+    pos: usize,
+    utf8: bool,
+}
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = (Cow<'a, str>, FieldValue<'a>);
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        let raw = self.raw;
+        if self.pos >= raw.len() {
+            return None;
+        }
+        let eq = scan::scan_to_eq(raw, self.pos);
+        let key = &raw[self.pos..eq];
+        let value_start = (eq + 1).min(raw.len());
+        let value_end = scan::scan_field_value(raw, value_start);
+        self.pos = value_end + 1;
+        let value = field_value(&raw[value_start..value_end], self.utf8);
+        Some((decode(key, self.utf8, unescape_field_key), value))
+    }
+}
+
+/// Types and reads a raw value as the server's field iterator does: a quote means a
+/// string, a leading digit, sign or dot a number (suffix `i` integer, `u` unsigned, else
+/// float), anything else a boolean.
+#[inline]
+fn field_value(v: &[u8], utf8: bool) -> FieldValue<'_> {
+    let Some(&first) = v.first() else {
+        debug_assert!(false, "validated field values are never empty");
+        return FieldValue::String(Cow::Borrowed(""));
+    };
+    let parsed = if first == b'"' {
+        let inner = if v.len() >= 2 {
+            &v[1..v.len() - 1]
+        } else {
+            &v[..0]
+        };
+        Some(FieldValue::String(decode(inner, utf8, unescape_string)))
+    } else if b"0123456789-.nNiIu".contains(&first) {
+        match v[v.len() - 1] {
+            b'i' => parse_i64(&v[..v.len() - 1]).map(FieldValue::Integer),
+            b'u' => parse_u64(&v[..v.len() - 1]).map(FieldValue::Unsigned),
+            _ => parse_f64(v).map(FieldValue::Float),
+        }
+    } else {
+        parse_bool(v).map(FieldValue::Boolean)
+    };
+    parsed.unwrap_or_else(|| {
+        debug_assert!(false, "validated field value failed to convert: {v:?}");
+        FieldValue::String(String::from_utf8_lossy(v))
+    })
+}
+
+/// Escapes a measurement: `,` and space always; `=` and `"` only after a backslash, where
+/// the server would otherwise read the pair as an escape.
+pub(crate) fn escape_measurement(s: &str, out: &mut Vec<u8>) {
+    let mut prev = 0u8;
+    for &c in s.as_bytes() {
+        match c {
+            b',' | b' ' => out.push(b'\\'),
+            b'=' | b'"' if prev == b'\\' => out.push(b'\\'),
+            _ => {}
+        }
+        out.push(c);
+        prev = c;
+    }
+}
+
+/// Escapes a tag key or value: `,`, space and `=`.
+pub(crate) fn escape_tag(s: &str, out: &mut Vec<u8>) {
+    for &c in s.as_bytes() {
+        if matches!(c, b',' | b' ' | b'=') {
+            out.push(b'\\');
+        }
+        out.push(c);
+    }
+}
+
+/// Escapes a field key: `,`, space, `=` and `"` (the server unescapes all four).
+pub(crate) fn escape_field_key(s: &str, out: &mut Vec<u8>) {
+    for &c in s.as_bytes() {
+        if matches!(c, b',' | b' ' | b'=' | b'"') {
+            out.push(b'\\');
+        }
+        out.push(c);
+    }
+}
+
+/// Writes a field value in line protocol.
+pub(crate) fn write_field_value(v: &FieldValue<'_>, out: &mut Vec<u8>) {
+    match v {
+        FieldValue::Float(f) => {
+            out.extend_from_slice(ryu::Buffer::new().format_finite(*f).as_bytes())
+        }
+        FieldValue::Integer(i) => {
+            out.extend_from_slice(itoa::Buffer::new().format(*i).as_bytes());
+            out.push(b'i');
+        }
+        FieldValue::Unsigned(u) => {
+            out.extend_from_slice(itoa::Buffer::new().format(*u).as_bytes());
+            out.push(b'u');
+        }
+        FieldValue::Boolean(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        FieldValue::String(s) => {
+            out.push(b'"');
+            for &c in s.as_bytes() {
+                if c == b'"' || c == b'\\' {
+                    out.push(b'\\');
+                }
+                out.push(c);
+            }
+            out.push(b'"');
+        }
+    }
+}
