@@ -1,0 +1,131 @@
+//! Every answer the proxy gives on its own, mapped to InfluxDB's status codes and
+//! error bodies in one place.
+//!
+//! A client must not be able to tell these answers from InfluxDB's own: v2
+//! endpoints answer `{"code":…,"message":…}`, v1 endpoints `{"error":…}` plus an
+//! `X-Influxdb-Error` header.
+
+use axum::body::Body;
+use http::{header, HeaderValue, Response, StatusCode};
+
+/// The error format of the endpoint that was called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    V1,
+    V2,
+}
+
+/// A failure the proxy answers itself instead of relaying the upstream's answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("request body is larger than the limit of {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error("{0}")]
+    BadGzip(String),
+    #[error("unable to read data: {0}")]
+    BodyRead(String),
+    #[error("invalid precision; valid precision units are {valid}")]
+    InvalidPrecision { valid: &'static str },
+    #[error("{0}")]
+    MissingParameter(&'static str),
+    /// Bad line protocol, answered by the proxy only when there is no upstream.
+    #[error("{0}")]
+    InvalidLineProtocol(String),
+    #[error("upstream InfluxDB is unavailable: {0}")]
+    UpstreamUnavailable(String),
+    #[error("Kafka did not acknowledge the write: {0}")]
+    KafkaUnavailable(String),
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::BadGzip(_)
+            | ProxyError::BodyRead(_)
+            | ProxyError::InvalidPrecision { .. }
+            | ProxyError::MissingParameter(_)
+            | ProxyError::InvalidLineProtocol(_) => StatusCode::BAD_REQUEST,
+            ProxyError::UpstreamUnavailable(_) | ProxyError::KafkaUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        }
+    }
+
+    /// InfluxDB 2.x's error code for the status.
+    fn v2_code(&self) -> &'static str {
+        match self.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => "request too large",
+            StatusCode::BAD_REQUEST => "invalid",
+            StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+            _ => "internal error",
+        }
+    }
+
+    /// Whether a client should retry later, and so gets `Retry-After`.
+    fn retryable(&self) -> bool {
+        self.status() == StatusCode::SERVICE_UNAVAILABLE
+    }
+
+    /// Renders the error in the dialect of the endpoint that was called.
+    pub fn into_response(self, dialect: Dialect, retry_after_seconds: u32) -> Response<Body> {
+        let status = self.status();
+        let message = self.to_string();
+        let mut builder = Response::builder()
+            .status(status)
+            .header(header::CONTENT_TYPE, "application/json; charset=utf-8");
+        let body = match dialect {
+            Dialect::V2 => serde_json::json!({ "code": self.v2_code(), "message": message }),
+            Dialect::V1 => {
+                if let Ok(value) = HeaderValue::from_str(&message) {
+                    builder = builder.header("X-Influxdb-Error", value);
+                }
+                serde_json::json!({ "error": message })
+            }
+        };
+        if self.retryable() {
+            builder = builder.header(header::RETRY_AFTER, retry_after_seconds);
+        }
+        let mut bytes = serde_json::to_vec(&body).unwrap_or_default();
+        bytes.push(b'\n');
+        builder.body(Body::from(bytes)).unwrap_or_else(|_| {
+            let mut fallback = Response::new(Body::empty());
+            *fallback.status_mut() = status;
+            fallback
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    async fn body_json(response: Response<Body>) -> serde_json::Value {
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn v2_errors_carry_code_and_message() {
+        let response = ProxyError::BodyTooLarge { limit: 10 }.into_response(Dialect::V2, 5);
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(response.headers().get(header::RETRY_AFTER).is_none());
+        let json = body_json(response).await;
+        assert_eq!(json["code"], "request too large");
+    }
+
+    #[tokio::test]
+    async fn v1_errors_carry_error_and_header() {
+        let response =
+            ProxyError::UpstreamUnavailable("refused".into()).into_response(Dialect::V1, 7);
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "7");
+        assert!(response.headers()["X-Influxdb-Error"]
+            .to_str()
+            .unwrap()
+            .contains("refused"));
+        let json = body_json(response).await;
+        assert!(json["error"].as_str().unwrap().contains("refused"));
+    }
+}

@@ -1,0 +1,233 @@
+//! The Kafka side: one idempotent librdkafka producer per process, and per-write
+//! acknowledgement tracking for `ack = "all"`.
+//!
+//! librdkafka's own queue is the bounded queue between writes and the broker. A
+//! full queue makes a write wait (backpressure) for a while instead of dropping
+//! records; only when the wait runs out is the failure reported.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::ClientContext;
+use tokio::sync::Notify;
+
+use crate::metrics::Metrics;
+
+use super::encoder::RecordBatch;
+
+/// Delivery state of the records of one write.
+#[derive(Default)]
+pub struct WriteAck {
+    /// Records not yet delivered or failed, plus one held by the sender until it is done sending.
+    pending: AtomicUsize,
+    failed: AtomicUsize,
+    first_error: Mutex<Option<String>>,
+    done: Notify,
+}
+
+impl WriteAck {
+    fn new() -> Arc<WriteAck> {
+        Arc::new(WriteAck {
+            pending: AtomicUsize::new(1),
+            ..Default::default()
+        })
+    }
+
+    fn settle_one(&self) {
+        if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.done.notify_one();
+        }
+    }
+
+    fn fail(&self, error: String) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut first) = self.first_error.lock() {
+            first.get_or_insert(error);
+        }
+    }
+
+    /// Waits until every record is delivered or failed; `Err` names the first failure.
+    pub async fn wait(&self, timeout: Duration) -> Result<(), String> {
+        if self.pending.load(Ordering::Acquire) != 0
+            && tokio::time::timeout(timeout, self.done.notified())
+                .await
+                .is_err()
+        {
+            return Err(format!("no acknowledgement within {timeout:?}"));
+        }
+        match self.failed.load(Ordering::Relaxed) {
+            0 => Ok(()),
+            n => Err(format!(
+                "{n} record(s) failed: {}",
+                self.first_error
+                    .lock()
+                    .ok()
+                    .and_then(|e| e.clone())
+                    .unwrap_or_default()
+            )),
+        }
+    }
+}
+
+/// Counts delivery outcomes and settles each write's [`WriteAck`].
+pub struct TeeContext {
+    metrics: Metrics,
+}
+
+impl ClientContext for TeeContext {}
+
+impl ProducerContext for TeeContext {
+    type DeliveryOpaque = Arc<WriteAck>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, ack: Arc<WriteAck>) {
+        self.metrics.kafka_queue_depth.dec();
+        match result {
+            Ok(_) => self
+                .metrics
+                .kafka_records
+                .with_label_values(&["delivered"])
+                .inc(),
+            Err((error, message)) => {
+                self.metrics
+                    .kafka_records
+                    .with_label_values(&["failed"])
+                    .inc();
+                tracing::warn!(topic = rdkafka::Message::topic(message), %error, "kafka delivery failed");
+                ack.fail(error.to_string());
+            }
+        }
+        ack.settle_one();
+    }
+}
+
+/// What became of a batch handed to [`TeeProducer::send`].
+pub struct SendOutcome {
+    pub ack: Arc<WriteAck>,
+    /// Records librdkafka would not take (queue still full after the wait, or an invalid record).
+    pub refused: usize,
+    pub first_refusal: Option<String>,
+}
+
+/// The process-wide Kafka producer.
+pub struct TeeProducer {
+    producer: ThreadedProducer<TeeContext>,
+    metrics: Metrics,
+    queue_full_wait: Duration,
+}
+
+impl TeeProducer {
+    pub fn new(
+        properties: &std::collections::BTreeMap<String, String>,
+        metrics: Metrics,
+        queue_full_wait: Duration,
+    ) -> Result<TeeProducer, KafkaError> {
+        let mut config = ClientConfig::new();
+        for (key, value) in properties {
+            config.set(key, value);
+        }
+        let producer = config.create_with_context(TeeContext {
+            metrics: metrics.clone(),
+        })?;
+        Ok(TeeProducer {
+            producer,
+            metrics,
+            queue_full_wait,
+        })
+    }
+
+    /// Hands every record of a write to librdkafka, waiting for room while its queue is full.
+    pub async fn send(&self, batch: &RecordBatch, headers: &[(&str, &str)]) -> SendOutcome {
+        let ack = WriteAck::new();
+        let mut shared = OwnedHeaders::new_with_capacity(headers.len());
+        for (key, value) in headers {
+            shared = shared.insert(Header {
+                key,
+                value: Some(*value),
+            });
+        }
+        let mut refused = 0;
+        let mut first_refusal = None;
+        let mut deadline: Option<Instant> = None;
+        for record in batch.iter() {
+            loop {
+                let mut base = BaseRecord::with_opaque_to(record.topic, ack.clone())
+                    .payload(record.value)
+                    .headers(shared.clone());
+                if let Some(key) = record.key {
+                    base = base.key(key);
+                }
+                ack.pending.fetch_add(1, Ordering::AcqRel);
+                match self.producer.send(base) {
+                    Ok(()) => {
+                        self.metrics
+                            .kafka_records
+                            .with_label_values(&["enqueued"])
+                            .inc();
+                        self.metrics.kafka_queue_depth.inc();
+                        break;
+                    }
+                    Err((error, _)) => {
+                        ack.pending.fetch_sub(1, Ordering::AcqRel);
+                        let queue_full = matches!(
+                            error,
+                            KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)
+                        );
+                        let deadline =
+                            *deadline.get_or_insert_with(|| Instant::now() + self.queue_full_wait);
+                        if queue_full && Instant::now() < deadline {
+                            tokio::time::sleep(Duration::from_millis(2)).await;
+                            continue;
+                        }
+                        let outcome = if queue_full { "queue_full" } else { "refused" };
+                        self.metrics
+                            .kafka_records
+                            .with_label_values(&[outcome])
+                            .inc();
+                        refused += 1;
+                        first_refusal.get_or_insert_with(|| error.to_string());
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(reason) = &first_refusal {
+            ack.fail(reason.clone());
+        }
+        ack.settle_one();
+        SendOutcome {
+            ack,
+            refused,
+            first_refusal,
+        }
+    }
+
+    /// Whether a broker answers a metadata request in time.
+    pub async fn check_reachable(self: &Arc<Self>, timeout: Duration) -> Result<(), String> {
+        let this = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            this.producer
+                .client()
+                .fetch_metadata(None, timeout)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
+    /// Waits for queued records on shutdown; returns how many were still undelivered.
+    pub async fn flush(self: &Arc<Self>, timeout: Duration) -> usize {
+        let this = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let _ = this.producer.flush(timeout);
+            this.producer.in_flight_count().max(0) as usize
+        })
+        .await
+        .unwrap_or(0)
+    }
+}

@@ -1,0 +1,176 @@
+//! Wiring: build the pipeline from the config and serve both listeners until shutdown.
+//!
+//! Listeners and the shutdown signal are injected, so tests bind port 0 and stop
+//! the proxy cleanly.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::config::{json_timestamp_divisor, Config};
+use crate::http::{admin::admin_router, client_router};
+use crate::kafka::{Encoder, TeeProducer, TopicTemplate};
+use crate::metrics::Metrics;
+use crate::upstream::Upstream;
+use crate::write::{WritePipeline, WriteSettings};
+
+/// Builds the write pipeline: upstream client, Kafka producer, encoder and metrics.
+pub fn build_pipeline(config: &Config) -> anyhow::Result<Arc<WritePipeline>> {
+    let metrics = Metrics::new();
+    let upstream = if config.upstream.is_none() {
+        None
+    } else {
+        Some(Upstream::new(&config.upstream).context("upstream client")?)
+    };
+    let producer = TeeProducer::new(
+        &config.kafka.client_properties(),
+        metrics.clone(),
+        Duration::from_millis(config.kafka.queue_full_wait_ms),
+    )
+    .context("kafka producer")?;
+    let encoder = Encoder::new(
+        config.kafka.format,
+        TopicTemplate::parse(&config.kafka.topic)?,
+        json_timestamp_divisor(&config.kafka.json_timestamp_units)?,
+        config.kafka.batch_max_bytes,
+    );
+    Ok(Arc::new(WritePipeline {
+        upstream,
+        producer: Arc::new(producer),
+        encoder,
+        metrics,
+        settings: WriteSettings {
+            max_body_bytes: config.max_body_bytes,
+            timestamps: config.timestamps,
+            ack: config.kafka.ack,
+            ack_timeout: Duration::from_millis(config.kafka.ack_timeout_ms),
+            retry_after_seconds: config.upstream.retry_after_seconds,
+        },
+    }))
+}
+
+/// Serves clients on `listener` and the admin endpoints on `admin_listener` until
+/// `shutdown` resolves, then finishes requests in flight and flushes Kafka.
+pub async fn run(
+    listener: TcpListener,
+    admin_listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let pipeline = build_pipeline(&config)?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+
+    if let Some(upstream) = pipeline.upstream.clone() {
+        // Learn the upstream's version before the first write: it decides whether
+        // unsigned integers parse.
+        let metrics = pipeline.metrics.clone();
+        let mut last_version = log_identity(&upstream, &metrics, None).await;
+        let interval = Duration::from_millis(config.upstream.version_probe_interval_ms.max(1000));
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(interval) => {}
+                    _ = stop.wait_for(|s| *s) => break,
+                }
+                last_version = log_identity(&upstream, &metrics, last_version).await;
+            }
+        });
+    }
+
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        admin = %admin_listener.local_addr()?,
+        upstream = %config.upstream.url,
+        kafka = %config.kafka.brokers,
+        "influx-tee serving"
+    );
+    let admin = axum::serve(admin_listener, admin_router(pipeline.clone()))
+        .with_graceful_shutdown(stopped(stop_rx.clone()));
+    let admin = tokio::spawn(async move { admin.await });
+    axum::serve(listener, client_router(pipeline.clone()))
+        .with_graceful_shutdown(stopped(stop_rx))
+        .await
+        .context("client listener")?;
+    let unsent = pipeline
+        .producer
+        .flush(Duration::from_millis(config.kafka.flush_timeout_ms))
+        .await;
+    if unsent > 0 {
+        tracing::error!(
+            unsent,
+            "shutdown: Kafka records still undelivered after the flush timeout"
+        );
+    } else {
+        tracing::info!("shutdown: all Kafka records delivered");
+    }
+    let _ = admin.await;
+    Ok(())
+}
+
+/// Probes the upstream's `/ping` and logs its version when it changed.
+async fn log_identity(
+    upstream: &Upstream,
+    metrics: &Metrics,
+    last: Option<String>,
+) -> Option<String> {
+    match upstream.probe(metrics).await {
+        Ok(identity) => {
+            if identity.version != last {
+                tracing::info!(version = ?identity.version, build = ?identity.build, api = ?upstream.api(), "upstream identified");
+            }
+            identity.version
+        }
+        Err(error) => {
+            tracing::warn!(%error, "upstream /ping failed");
+            last
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+    tracing::info!("shutdown requested");
+}
+
+/// Installs the `tracing` subscriber; `RUST_LOG` wins over the configured level.
+pub fn init_logging(config: &crate::config::LogConfig) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match config.format {
+        crate::config::LogFormat::Json => builder.json().try_init(),
+        crate::config::LogFormat::Text => builder.try_init(),
+    };
+}

@@ -1,0 +1,275 @@
+//! The real InfluxDB behind the proxy: a pooled hyper client with timeouts, header
+//! hygiene for forwarding, and the `/ping` probe that tells which server it is.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderName, Method, Request, Response, StatusCode, Uri};
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::config::{UpstreamApi, UpstreamConfig};
+use crate::metrics::Metrics;
+
+/// Why a forwarded request got no answer from the upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("{0}")]
+    Connect(String),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("invalid request to upstream: {0}")]
+    Request(String),
+}
+
+impl UpstreamError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            UpstreamError::Connect(_) => "connect",
+            UpstreamError::Timeout(_) => "timeout",
+            UpstreamError::Request(_) => "request",
+        }
+    }
+}
+
+/// A buffered upstream answer: write answers are small and relayed whole.
+pub struct BufferedResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// What the upstream said about itself on `/ping`.
+#[derive(Debug, Clone, Default)]
+pub struct UpstreamIdentity {
+    pub version: Option<String>,
+    pub build: Option<String>,
+}
+
+/// The upstream InfluxDB.
+pub struct Upstream {
+    client: Client<HttpConnector, Body>,
+    base: Uri,
+    timeout: Duration,
+    configured_api: UpstreamApi,
+    detected_api: AtomicU8,
+    identity: RwLock<UpstreamIdentity>,
+}
+
+const API_UNKNOWN: u8 = 0;
+const API_V1: u8 = 1;
+const API_V2: u8 = 2;
+const API_V3: u8 = 3;
+
+impl Upstream {
+    pub fn new(config: &UpstreamConfig) -> Result<Arc<Upstream>, UpstreamError> {
+        let base: Uri = config
+            .url
+            .parse()
+            .map_err(|e| UpstreamError::Request(format!("{e}")))?;
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_millis(config.connect_timeout_ms)));
+        connector.set_nodelay(true);
+        connector.set_keepalive(Some(Duration::from_secs(60)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_millis(config.pool_idle_timeout_ms))
+            .pool_max_idle_per_host(64)
+            .build(connector);
+        Ok(Arc::new(Upstream {
+            client,
+            base,
+            timeout: Duration::from_millis(config.timeout_ms),
+            configured_api: config.api,
+            detected_api: AtomicU8::new(API_UNKNOWN),
+            identity: RwLock::new(UpstreamIdentity::default()),
+        }))
+    }
+
+    /// The upstream URL for a client's path and query.
+    pub fn uri_for(&self, path_and_query: &str) -> Result<Uri, UpstreamError> {
+        let base_path = self.base.path().trim_end_matches('/');
+        let mut parts = self.base.clone().into_parts();
+        parts.path_and_query = Some(
+            format!("{base_path}{path_and_query}")
+                .parse()
+                .map_err(|e| UpstreamError::Request(format!("{e}")))?,
+        );
+        Uri::from_parts(parts).map_err(|e| UpstreamError::Request(format!("{e}")))
+    }
+
+    /// Sends a request and reads the whole answer, all within the configured timeout.
+    pub async fn send_buffered(
+        &self,
+        request: Request<Body>,
+    ) -> Result<BufferedResponse, UpstreamError> {
+        let exchange = async {
+            let response = self.client.request(request).await.map_err(connect_error)?;
+            let (parts, body) = response.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map_err(|e| UpstreamError::Connect(e.to_string()))?
+                .to_bytes();
+            Ok(BufferedResponse {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            })
+        };
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| UpstreamError::Timeout(self.timeout))?
+    }
+
+    /// Sends a request and returns the answer with its body still streaming.
+    pub async fn send_streaming(
+        &self,
+        request: Request<Body>,
+    ) -> Result<Response<Body>, UpstreamError> {
+        let response = tokio::time::timeout(self.timeout, self.client.request(request))
+            .await
+            .map_err(|_| UpstreamError::Timeout(self.timeout))?
+            .map_err(connect_error)?;
+        Ok(response.map(Body::new))
+    }
+
+    /// Reads `/ping` and remembers what the upstream says it is.
+    pub async fn probe(&self, metrics: &Metrics) -> Result<UpstreamIdentity, UpstreamError> {
+        let started = Instant::now();
+        let request = Request::builder()
+            .method(Method::GET)
+            .uri(self.uri_for("/ping")?)
+            .body(Body::empty())
+            .map_err(|e| UpstreamError::Request(e.to_string()))?;
+        let response = self.send_buffered(request).await;
+        metrics
+            .upstream_probe_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let response = response?;
+        let header = |name: &str| {
+            response
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let identity = UpstreamIdentity {
+            version: header("X-Influxdb-Version"),
+            build: header("X-Influxdb-Build"),
+        };
+        let api = match identity.version.as_deref() {
+            Some(v) if v.starts_with("1.") => API_V1,
+            Some(v) if v.starts_with("v2") || v.starts_with("2.") => API_V2,
+            Some(v) if v.starts_with("3.") || v.starts_with("v3") => API_V3,
+            _ if identity
+                .build
+                .as_deref()
+                .is_some_and(|b| b.to_ascii_lowercase().contains("3")) =>
+            {
+                API_V3
+            }
+            _ => API_UNKNOWN,
+        };
+        self.detected_api.store(api, Ordering::Relaxed);
+        if let Ok(mut current) = self.identity.write() {
+            *current = identity.clone();
+        }
+        Ok(identity)
+    }
+
+    /// The API the upstream speaks: configured, else detected, else assumed v2.
+    pub fn api(&self) -> UpstreamApi {
+        match self.configured_api {
+            UpstreamApi::Auto => match self.detected_api.load(Ordering::Relaxed) {
+                API_V1 => UpstreamApi::V1,
+                API_V3 => UpstreamApi::V3,
+                _ => UpstreamApi::V2,
+            },
+            explicit => explicit,
+        }
+    }
+
+    /// Whether the upstream stores `u`-suffixed unsigned integers (1.x OSS builds refuse them).
+    pub fn accepts_unsigned(&self) -> bool {
+        self.api() != UpstreamApi::V1
+    }
+
+    pub fn identity(&self) -> UpstreamIdentity {
+        self.identity.read().map(|i| i.clone()).unwrap_or_default()
+    }
+}
+
+fn connect_error(error: hyper_util::client::legacy::Error) -> UpstreamError {
+    // The source chain says what really happened (refused, reset, DNS).
+    let mut message = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(inner) = source {
+        message.push_str(": ");
+        message.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    UpstreamError::Connect(message)
+}
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus
+/// those the proxy recomputes for the message it forwards.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes hop-by-hop headers, including any the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    headers.remove("proxy-connection");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_connection_named_headers() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONNECTION, "keep-alive, x-private".parse().unwrap());
+        headers.insert("x-private", "1".parse().unwrap());
+        headers.insert(header::AUTHORIZATION, "Token t".parse().unwrap());
+        headers.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 1);
+        assert!(headers.contains_key(header::AUTHORIZATION));
+    }
+
+    #[test]
+    fn joins_base_path_and_client_path() {
+        let config = UpstreamConfig {
+            url: "http://127.0.0.1:1/prefix/".into(),
+            ..Default::default()
+        };
+        let upstream = Upstream::new(&config).unwrap();
+        assert_eq!(
+            upstream.uri_for("/write?db=x").unwrap().to_string(),
+            "http://127.0.0.1:1/prefix/write?db=x"
+        );
+    }
+}

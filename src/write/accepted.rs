@@ -1,0 +1,159 @@
+//! Which of the points we parsed did the upstream store? Only those go to Kafka.
+
+use http::StatusCode;
+
+use crate::line_protocol::{FieldValue, Point};
+
+/// The upstream's verdict on a write, as far as the tee is concerned.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Accepted {
+    /// Every point that parsed was stored.
+    All,
+    /// Nothing was stored (or the write was refused as a whole).
+    Nothing,
+    /// A partial write: the points that parsed were stored, except those the upstream dropped.
+    Partial(PartialWrite),
+}
+
+/// What a `partial write: … dropped=N` answer says.
+#[derive(Debug, PartialEq, Eq, Default)]
+pub struct PartialWrite {
+    /// Points dropped after parsing, e.g. for a field type conflict.
+    pub dropped: u64,
+    /// The conflict InfluxDB names, if any: these points were dropped.
+    pub conflict: Option<FieldTypeConflict>,
+}
+
+/// `field type conflict: input field "F" on measurement "M" is type T, already exists as type U`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct FieldTypeConflict {
+    pub measurement: String,
+    pub field: String,
+    pub input_type: String,
+}
+
+impl Accepted {
+    /// Reads the upstream's status and body.
+    pub fn from_response(status: StatusCode, body: &[u8]) -> Accepted {
+        if status.is_success() {
+            return Accepted::All;
+        }
+        if !status.is_client_error() {
+            return Accepted::Nothing;
+        }
+        let Some(message) = error_message(body) else {
+            return Accepted::Nothing;
+        };
+        let Some(at) = message.find("partial write") else {
+            return Accepted::Nothing;
+        };
+        let detail = &message[at..];
+        let dropped = detail
+            .rfind("dropped=")
+            .and_then(|i| {
+                detail[i + 8..]
+                    .trim()
+                    .split(|c: char| !c.is_ascii_digit())
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0);
+        Accepted::Partial(PartialWrite {
+            dropped,
+            conflict: FieldTypeConflict::find(detail),
+        })
+    }
+}
+
+impl FieldTypeConflict {
+    fn find(message: &str) -> Option<FieldTypeConflict> {
+        let rest = &message[message.find("field type conflict: input field \"")? + 34..];
+        let (field, rest) = rest.split_once("\" on measurement \"")?;
+        let (measurement, rest) = rest.split_once("\" is type ")?;
+        let input_type = rest.split([',', ' ']).next()?.to_owned();
+        Some(FieldTypeConflict {
+            measurement: measurement.to_owned(),
+            field: field.to_owned(),
+            input_type,
+        })
+    }
+
+    /// Whether InfluxDB dropped this point for the conflict.
+    pub fn matches(&self, point: &Point<'_>) -> bool {
+        point.measurement() == self.measurement.as_str()
+            && point.fields().any(|(key, value)| {
+                key == self.field.as_str() && type_name(&value) == self.input_type
+            })
+    }
+}
+
+/// InfluxDB's names for field types in its error messages.
+fn type_name(value: &FieldValue<'_>) -> &'static str {
+    match value {
+        FieldValue::Float(_) => "float",
+        FieldValue::Integer(_) => "integer",
+        FieldValue::Unsigned(_) => "unsigned",
+        FieldValue::String(_) => "string",
+        FieldValue::Boolean(_) => "boolean",
+    }
+}
+
+/// The message of a v1 `{"error":…}` or v2 `{"code":…,"message":…}` body.
+fn error_message(body: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    value
+        .get("error")
+        .or_else(|| value.get("message"))?
+        .as_str()
+        .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn success_and_refusal() {
+        assert_eq!(
+            Accepted::from_response(StatusCode::NO_CONTENT, b""),
+            Accepted::All
+        );
+        assert_eq!(
+            Accepted::from_response(StatusCode::UNAUTHORIZED, b"{\"error\":\"x\"}"),
+            Accepted::Nothing
+        );
+        assert_eq!(
+            Accepted::from_response(StatusCode::INTERNAL_SERVER_ERROR, b"partial write"),
+            Accepted::Nothing
+        );
+    }
+
+    #[test]
+    fn v1_parse_errors_drop_nothing_that_parsed() {
+        let body = br#"{"error":"partial write: unable to parse 'cpu v=1.1.1': invalid number dropped=0"}"#;
+        assert_eq!(
+            Accepted::from_response(StatusCode::BAD_REQUEST, body),
+            Accepted::Partial(PartialWrite {
+                dropped: 0,
+                conflict: None
+            })
+        );
+    }
+
+    #[test]
+    fn field_type_conflicts_are_named() {
+        let body = br#"{"error":"partial write: field type conflict: input field \"v\" on measurement \"cpu\" is type integer, already exists as type float dropped=2"}"#;
+        let Accepted::Partial(partial) = Accepted::from_response(StatusCode::BAD_REQUEST, body)
+        else {
+            panic!("not partial")
+        };
+        assert_eq!(partial.dropped, 2);
+        let conflict = partial.conflict.unwrap();
+        assert_eq!(
+            (conflict.measurement.as_str(), conflict.field.as_str()),
+            ("cpu", "v")
+        );
+        assert_eq!(conflict.input_type, "integer");
+    }
+}

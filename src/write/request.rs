@@ -1,0 +1,114 @@
+//! What a write request addresses: its endpoint, database or bucket, and precision.
+
+use std::borrow::Cow;
+
+use crate::http::error::{Dialect, ProxyError};
+use crate::line_protocol::Precision;
+
+/// The target of one write, from its query parameters.
+#[derive(Debug, Clone)]
+pub struct WriteTarget {
+    pub dialect: Dialect,
+    pub org: String,
+    pub bucket: String,
+    pub db: String,
+    pub rp: String,
+    pub precision: Precision,
+}
+
+impl WriteTarget {
+    /// Reads the parameters of `/api/v2/write` (`org`, `orgID`, `bucket`, `precision`)
+    /// or of v1 `/write` (`db`, `rp`, `precision`). `u` and `p` are never kept.
+    pub fn from_query(dialect: Dialect, query: Option<&str>) -> Result<WriteTarget, ProxyError> {
+        let mut org = String::new();
+        let mut org_id = String::new();
+        let mut bucket = String::new();
+        let mut db = String::new();
+        let mut rp = String::new();
+        let mut precision: Option<Cow<'_, str>> = None;
+        for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+            match key.as_ref() {
+                "org" => org = value.into_owned(),
+                "orgID" => org_id = value.into_owned(),
+                "bucket" => bucket = value.into_owned(),
+                "db" => db = value.into_owned(),
+                "rp" => rp = value.into_owned(),
+                "precision" => precision = Some(value),
+                _ => {}
+            }
+        }
+        if org.is_empty() {
+            org = org_id;
+        }
+        let precision = match (dialect, precision.as_deref()) {
+            (_, None | Some("")) => Precision::Nanosecond,
+            (Dialect::V2, Some(p)) => {
+                Precision::from_v2_param(p).ok_or(ProxyError::InvalidPrecision {
+                    valid: "ns, us, ms, and s",
+                })?
+            }
+            // InfluxDB 1.x reads any precision it does not know as nanoseconds.
+            (Dialect::V1, Some(p)) => Precision::from_v1_param(p).unwrap_or(Precision::Nanosecond),
+        };
+        match dialect {
+            // InfluxDB 1.8 maps a v2 bucket to `db/rp`.
+            Dialect::V2 => {
+                let (d, r) = bucket.split_once('/').unwrap_or((&bucket, ""));
+                db = d.to_owned();
+                rp = r.to_owned();
+            }
+            Dialect::V1 => {
+                bucket = if rp.is_empty() {
+                    db.clone()
+                } else {
+                    format!("{db}/{rp}")
+                };
+            }
+        }
+        Ok(WriteTarget {
+            dialect,
+            org,
+            bucket,
+            db,
+            rp,
+            precision,
+        })
+    }
+
+    pub fn endpoint_label(&self) -> &'static str {
+        match self.dialect {
+            Dialect::V1 => "v1",
+            Dialect::V2 => "v2",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v1_bucket_is_db_slash_rp() {
+        let target =
+            WriteTarget::from_query(Dialect::V1, Some("db=telegraf&rp=week&precision=s&u=x&p=y"))
+                .unwrap();
+        assert_eq!(target.bucket, "telegraf/week");
+        assert_eq!(target.precision, Precision::Second);
+        let target =
+            WriteTarget::from_query(Dialect::V1, Some("db=telegraf&precision=rfc3339")).unwrap();
+        assert_eq!(target.bucket, "telegraf");
+        assert_eq!(target.precision, Precision::Nanosecond);
+    }
+
+    #[test]
+    fn v2_precision_is_checked() {
+        let target =
+            WriteTarget::from_query(Dialect::V2, Some("org=o&bucket=db%2Frp&precision=ms"))
+                .unwrap();
+        assert_eq!((target.db.as_str(), target.rp.as_str()), ("db", "rp"));
+        assert_eq!(target.precision, Precision::Millisecond);
+        assert!(WriteTarget::from_query(Dialect::V2, Some("bucket=b&precision=h")).is_err());
+        let target = WriteTarget::from_query(Dialect::V2, Some("orgID=0123&bucket=b")).unwrap();
+        assert_eq!(target.org, "0123");
+    }
+}

@@ -1,0 +1,382 @@
+//! Shared helpers for the integration tests: the real local stack's addresses, an
+//! in-process proxy on port 0, and readers for InfluxDB, VictoriaMetrics and Kafka.
+//!
+//! The stack is started by `deploy/local/stack up`. A missing service fails the
+//! test with a message saying so; nothing is skipped.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use influx_tee::config::Config;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientConfig, TopicPartitionList};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+pub fn kafka_brokers() -> String {
+    std::env::var("INFLUX_TEE_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:19092".into())
+}
+
+pub fn influxdb_url() -> String {
+    std::env::var("INFLUX_TEE_TEST_INFLUXDB").unwrap_or_else(|_| "http://127.0.0.1:18086".into())
+}
+
+pub fn victoria_url() -> String {
+    std::env::var("INFLUX_TEE_TEST_VICTORIA").unwrap_or_else(|_| "http://127.0.0.1:18428".into())
+}
+
+/// A loopback address where nothing listens.
+pub fn dead_address() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr")
+}
+
+/// A name no other test run uses: tests share one InfluxDB and one Kafka.
+pub fn unique(prefix: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        nanos % 1_000_000_000_000
+    )
+}
+
+pub fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// Fails the test, loudly, when a service of the local stack is not up.
+pub async fn require_stack() {
+    let client = http();
+    for (name, url) in [
+        ("InfluxDB", format!("{}/ping", influxdb_url())),
+        ("VictoriaMetrics", format!("{}/health", victoria_url())),
+    ] {
+        let ok = client
+            .get(&url)
+            .send()
+            .await
+            .map(|r| r.status().is_success())
+            .unwrap_or(false);
+        assert!(
+            ok,
+            "{name} is not reachable at {url}: run `deploy/local/stack up`"
+        );
+    }
+    let brokers = kafka_brokers();
+    let reachable = tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .create()
+            .expect("kafka client");
+        consumer
+            .fetch_metadata(None, Duration::from_secs(10))
+            .is_ok()
+    })
+    .await
+    .unwrap();
+    assert!(
+        reachable,
+        "Kafka is not reachable at {}: run `deploy/local/stack up`",
+        kafka_brokers()
+    );
+}
+
+/// A proxy running in this process on loopback port 0.
+pub struct TestProxy {
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestProxy {
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("http://{}{}", self.addr, path_and_query)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin_addr, path)
+    }
+
+    /// Stops the proxy gracefully, flushing Kafka.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("proxy task").expect("proxy run");
+        }
+    }
+
+    /// The value of one sample of `/metrics`, e.g. `influx_tee_points_total{endpoint="v1",outcome="teed"}`.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = http()
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|line| {
+                line.strip_prefix(series)
+                    .and_then(|rest| rest.trim().parse().ok())
+            })
+            .unwrap_or(0.0)
+    }
+}
+
+/// A config pointing at the local stack's Kafka and the given upstream.
+pub fn config(upstream: &str, topic: &str) -> Config {
+    let mut config = Config::default();
+    config.upstream.url = upstream.to_owned();
+    config.kafka.brokers = kafka_brokers();
+    config.kafka.topic = topic.to_owned();
+    config.upstream.timeout_ms = 10_000;
+    config.kafka.ack_timeout_ms = 10_000;
+    config
+        .kafka
+        .properties
+        .insert("message.timeout.ms".into(), "8000".into());
+    config
+}
+
+pub async fn start_proxy(config: Config) -> TestProxy {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let admin_addr = admin.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(influx_tee::server::run(listener, admin, config, async {
+        let _ = stopped.await;
+    }));
+    TestProxy {
+        addr,
+        admin_addr,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+/// Creates a database on the InfluxDB 1.x of the stack.
+pub async fn create_database(db: &str) {
+    let response = http()
+        .post(format!("{}/query", influxdb_url()))
+        .form(&[("q", format!("CREATE DATABASE \"{db}\""))])
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "CREATE DATABASE {db}: {}",
+        response.status()
+    );
+}
+
+/// Rows of `SELECT * FROM measurement` with nanosecond times, each as column → value.
+pub async fn influx_rows(db: &str, measurement: &str) -> Vec<BTreeMap<String, serde_json::Value>> {
+    let response: serde_json::Value = http()
+        .get(format!("{}/query", influxdb_url()))
+        .query(&[
+            ("db", db),
+            ("epoch", "ns"),
+            ("q", &format!("SELECT * FROM \"{measurement}\"")),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut rows = Vec::new();
+    let Some(series) = response["results"][0]["series"].as_array() else {
+        return rows;
+    };
+    for s in series {
+        let columns: Vec<String> = s["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap().to_owned())
+            .collect();
+        for values in s["values"].as_array().unwrap() {
+            let row = columns
+                .iter()
+                .cloned()
+                .zip(values.as_array().unwrap().iter().cloned())
+                .collect();
+            rows.push(row);
+        }
+    }
+    rows
+}
+
+/// One sample exported by VictoriaMetrics: metric name (`measurement_field`), labels, value, ms time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VmSample {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+    pub time_ms: i64,
+}
+
+/// Every sample VictoriaMetrics holds for metric names starting with `prefix`.
+pub async fn victoria_samples(prefix: &str) -> Vec<VmSample> {
+    let client = http();
+    let _ = client
+        .get(format!("{}/internal/force_flush", victoria_url()))
+        .send()
+        .await;
+    let text = client
+        .get(format!("{}/api/v1/export", victoria_url()))
+        .query(&[("match[]", format!("{{__name__=~\"{prefix}.*\"}}"))])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut samples = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let row: serde_json::Value = serde_json::from_str(line).unwrap();
+        let mut labels: BTreeMap<String, String> = row["metric"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+            .collect();
+        let name = labels.remove("__name__").unwrap_or_default();
+        for (value, time) in row["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(row["timestamps"].as_array().unwrap())
+        {
+            samples.push(VmSample {
+                name: name.clone(),
+                labels: labels.clone(),
+                value: value.as_f64().unwrap_or(f64::NAN),
+                time_ms: time.as_i64().unwrap(),
+            });
+        }
+    }
+    samples
+}
+
+/// A record read back from Kafka.
+#[derive(Debug, Clone)]
+pub struct KafkaRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Vec<u8>,
+    pub headers: BTreeMap<String, String>,
+}
+
+impl KafkaRecord {
+    pub fn value_str(&self) -> &str {
+        std::str::from_utf8(&self.value).unwrap()
+    }
+    pub fn key_str(&self) -> &str {
+        std::str::from_utf8(self.key.as_deref().unwrap_or_default()).unwrap()
+    }
+}
+
+/// Reads a topic from the beginning until `expected` records arrived, then keeps
+/// reading for `settle` more to catch any extra record, or until `timeout`.
+pub async fn kafka_records(topic: &str, expected: usize, timeout: Duration) -> Vec<KafkaRecord> {
+    let topic = topic.to_owned();
+    let brokers = kafka_brokers();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", unique("test"))
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .expect("consumer");
+        let deadline = Instant::now() + timeout;
+        // Wait for the topic's metadata so every partition is assigned from offset 0.
+        let partitions = loop {
+            let found = consumer
+                .fetch_metadata(Some(&topic), Duration::from_secs(5))
+                .ok()
+                .and_then(|m| m.topics().first().map(|t| t.partitions().len()))
+                .unwrap_or(0);
+            if found > 0 || Instant::now() > deadline {
+                break found;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        let mut assignment = TopicPartitionList::new();
+        for p in 0..partitions as i32 {
+            assignment
+                .add_partition_offset(&topic, p, rdkafka::Offset::Beginning)
+                .unwrap();
+        }
+        consumer.assign(&assignment).unwrap();
+        let mut records = Vec::new();
+        let mut settle_until: Option<Instant> = None;
+        loop {
+            let now = Instant::now();
+            if now > deadline || settle_until.is_some_and(|s| now > s) {
+                break;
+            }
+            if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
+                let headers = message
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| {
+                                (
+                                    h.key.to_owned(),
+                                    String::from_utf8_lossy(h.value.unwrap_or_default())
+                                        .into_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                records.push(KafkaRecord {
+                    partition: message.partition(),
+                    offset: message.offset(),
+                    key: message.key().map(<[u8]>::to_vec),
+                    value: message.payload().unwrap_or_default().to_vec(),
+                    headers,
+                });
+            }
+            if records.len() >= expected && settle_until.is_none() {
+                settle_until = Some(Instant::now() + Duration::from_millis(1500));
+            }
+        }
+        records
+    })
+    .await
+    .unwrap()
+}
+
+/// Gzips a body the way clients do for `Content-Encoding: gzip`.
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(data).unwrap();
+    encoder.finish().unwrap()
+}
