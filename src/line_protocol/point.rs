@@ -291,21 +291,34 @@ impl<'a> Iterator for Fields<'a> {
     }
 }
 
+/// Whether a raw value (as delimited by `walkFields`) reads back as a typed value.
+pub(crate) fn value_converts(v: &[u8]) -> bool {
+    v.first() == Some(&b'"') || convert_value(v, false).is_some()
+}
+
 /// Types and reads a raw value as the server's field iterator does: a quote means a
 /// string, a leading digit, sign or dot a number (suffix `i` integer, `u` unsigned, else
 /// float), anything else a boolean.
 #[inline]
 fn field_value(v: &[u8], utf8: bool) -> FieldValue<'_> {
-    let Some(&first) = v.first() else {
-        debug_assert!(false, "validated field values are never empty");
-        return FieldValue::String(Cow::Borrowed(""));
-    };
-    let parsed = if first == b'"' {
+    convert_value(v, utf8).unwrap_or_else(|| {
+        debug_assert!(false, "validated field value failed to convert: {v:?}");
+        FieldValue::String(String::from_utf8_lossy(v))
+    })
+}
+
+#[inline]
+fn convert_value(v: &[u8], utf8: bool) -> Option<FieldValue<'_>> {
+    let &first = v.first()?;
+    if first == b'"' {
+        // The server drops the first and the last byte. The last is a quote except in
+        // odd inputs like `"x"y`, where it may even split a UTF-8 sequence.
         let inner = if v.len() >= 2 {
             &v[1..v.len() - 1]
         } else {
             &v[..0]
         };
+        let utf8 = utf8 && v[v.len() - 1].is_ascii();
         Some(FieldValue::String(decode(inner, utf8, unescape_string)))
     } else if b"0123456789-.nNiIu".contains(&first) {
         match v[v.len() - 1] {
@@ -315,11 +328,7 @@ fn field_value(v: &[u8], utf8: bool) -> FieldValue<'_> {
         }
     } else {
         parse_bool(v).map(FieldValue::Boolean)
-    };
-    parsed.unwrap_or_else(|| {
-        debug_assert!(false, "validated field value failed to convert: {v:?}");
-        FieldValue::String(String::from_utf8_lossy(v))
-    })
+    }
 }
 
 /// Escapes a measurement: `,` and space always; `=` and `"` only after a backslash, where

@@ -287,9 +287,10 @@ pub(crate) struct FieldSeg {
 
 /// The server's `scanFields`: validates the field set starting at `start`.
 ///
-/// Returns the end of the field set and whether it is "simple": no backslash outside a
-/// string and nothing but `,`, space or the end after a closing quote. Only simple field
-/// sets are guaranteed to be read identically by the server's `walkFields`, which
+/// Returns the end of the field set and whether it is "simple": every field is one
+/// `key=value` with exactly one `=` outside strings, no backslash outside strings, every
+/// quote outside a string opens one, and a closing quote is followed by `,`, a space or
+/// the end. Simple field sets are read identically by the server's `walkFields`, which
 /// decides what is stored; others get an extra check. `on_field` sees each field as this
 /// scanner delimits it.
 #[inline]
@@ -307,6 +308,8 @@ pub(crate) fn scan_fields(
     let mut simple = true;
     let mut key_start = start;
     let mut eq = usize::MAX;
+    // Same as `eq != usize::MAX`, kept as a flag for the hot loop.
+    let mut seg_has_eq = false;
     while i < len {
         let c = b[i];
         if quoted {
@@ -341,13 +344,21 @@ pub(crate) fn scan_fields(
                 i += 2;
                 continue;
             }
-            b'"' if equals > commas => {
-                quoted = true;
+            b'"' => {
+                if equals > commas {
+                    quoted = true;
+                } else {
+                    simple = false;
+                }
                 i += 1;
                 continue;
             }
             b'=' => {
                 equals += 1;
+                if seg_has_eq {
+                    simple = false;
+                }
+                seg_has_eq = true;
                 if i >= 2 && (b[i - 1] == b' ' || b[i - 1] == b',') && b[i - 2] != b'\\' {
                     return Err(Reason::MissingFieldKey);
                 }
@@ -379,6 +390,10 @@ pub(crate) fn scan_fields(
             }
             b',' => {
                 commas += 1;
+                if !seg_has_eq {
+                    simple = false;
+                }
+                seg_has_eq = false;
                 on_field(FieldSeg {
                     key_start,
                     eq,
@@ -394,6 +409,9 @@ pub(crate) fn scan_fields(
     }
     if quoted {
         return Err(Reason::UnbalancedQuotes);
+    }
+    if !seg_has_eq {
+        simple = false;
     }
     if equals == 0 || commas != equals - 1 {
         return Err(Reason::InvalidFieldFormat);
@@ -514,6 +532,14 @@ fn check_irregular_fields(
     }
     if walked != segs {
         return Err(Reason::InvalidFieldFormat);
+    }
+    for seg in &walked {
+        if seg.eq == seg.key_start {
+            return Err(Reason::MissingFieldKey);
+        }
+        if !super::point::value_converts(&b[seg.eq + 1..seg.value_end]) {
+            return Err(Reason::InvalidFieldFormat);
+        }
     }
     Ok(())
 }
