@@ -617,3 +617,56 @@ async fn queries_and_ping_pass_through() {
     assert_eq!(ready.status(), 200);
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_influxdb_client_writes_through_the_proxy() {
+    require_stack().await;
+    let measurement = unique("pyclient");
+    let topic = unique("it.py");
+    let proxy = start_proxy(config(&victoria_url(), &topic)).await;
+    let base = now_ns() / 1_000_000 * 1_000_000 - 120_000_000_000;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/python_v2_write.py"
+    );
+    let output = tokio::process::Command::new(venv_python())
+        .args([
+            script,
+            &proxy.url(""),
+            "acme",
+            "pybucket",
+            "token",
+            &measurement,
+            "400",
+        ])
+        .arg(base.to_string())
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "client failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "400");
+
+    let records = kafka_records(&topic, 400, WAIT).await;
+    assert_eq!(records.len(), 400);
+    let teed = parse_records(&records);
+    let samples = victoria_samples(&format!("{measurement}_value")).await;
+    assert_eq!(samples.len(), 400);
+    for point in &teed {
+        let value = point.fields["value"].as_f64().unwrap();
+        assert!(
+            samples
+                .iter()
+                .any(|s| s.time_ms == point.time / 1_000_000 && s.value == value),
+            "VictoriaMetrics lacks {point:?}"
+        );
+    }
+    assert!(
+        teed.iter().any(|p| p.tags["api"] == "batch"),
+        "the batching write API was used"
+    );
+    proxy.stop().await;
+}

@@ -12,7 +12,7 @@ use axum::body::Body;
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response};
 
-use crate::config::{AckMode, TimestampMode};
+use crate::config::{AckMode, TimestampMode, UpstreamApi};
 use crate::http::body::read_capped;
 use crate::http::error::{Dialect, ProxyError};
 use crate::kafka::{Encoder, TeePoint, TeeProducer, TopicVars};
@@ -84,7 +84,11 @@ impl WritePipeline {
         started: Instant,
     ) -> Result<Response<Body>, ProxyError> {
         let (parts, body) = request.into_parts();
-        let target = WriteTarget::from_query(dialect, parts.uri.query())?;
+        let influxdb1 = self
+            .upstream
+            .as_ref()
+            .is_some_and(|u| u.api() == UpstreamApi::V1);
+        let target = WriteTarget::from_query(dialect, parts.uri.query(), influxdb1)?;
         let endpoint = target.endpoint_label();
         let body = read_capped(body, &parts.headers, self.settings.max_body_bytes).await?;
         let received_ns = now_nanos();

@@ -19,7 +19,13 @@ pub struct WriteTarget {
 impl WriteTarget {
     /// Reads the parameters of `/api/v2/write` (`org`, `orgID`, `bucket`, `precision`)
     /// or of v1 `/write` (`db`, `rp`, `precision`). `u` and `p` are never kept.
-    pub fn from_query(dialect: Dialect, query: Option<&str>) -> Result<WriteTarget, ProxyError> {
+    ///
+    /// With `influxdb1_semantics`, v1 precision is read as InfluxDB 1.x reads it ([`influxdb1_precision`]).
+    pub fn from_query(
+        dialect: Dialect,
+        query: Option<&str>,
+        influxdb1_semantics: bool,
+    ) -> Result<WriteTarget, ProxyError> {
         let mut org = String::new();
         let mut org_id = String::new();
         let mut bucket = String::new();
@@ -47,7 +53,7 @@ impl WriteTarget {
                     valid: "ns, us, ms, and s",
                 })?
             }
-            // InfluxDB 1.x reads any precision it does not know as nanoseconds.
+            (Dialect::V1, Some(p)) if influxdb1_semantics => influxdb1_precision(p),
             (Dialect::V1, Some(p)) => Precision::from_v1_param(p).unwrap_or(Precision::Nanosecond),
         };
         match dialect {
@@ -83,32 +89,66 @@ impl WriteTarget {
     }
 }
 
+/// InfluxDB 1.x (`models.GetPrecisionMultiplier`) knows only `u`, `ms`, `s`, `m` and
+/// `h`; anything else, `us` and `ns` included, silently means nanoseconds. The tee
+/// must read timestamps the way the server that stored them did.
+pub fn influxdb1_precision(param: &str) -> Precision {
+    match param {
+        "u" => Precision::Microsecond,
+        "ms" => Precision::Millisecond,
+        "s" => Precision::Second,
+        "m" => Precision::Minute,
+        "h" => Precision::Hour,
+        _ => Precision::Nanosecond,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn v1_bucket_is_db_slash_rp() {
-        let target =
-            WriteTarget::from_query(Dialect::V1, Some("db=telegraf&rp=week&precision=s&u=x&p=y"))
-                .unwrap();
+        let target = WriteTarget::from_query(
+            Dialect::V1,
+            Some("db=telegraf&rp=week&precision=s&u=x&p=y"),
+            true,
+        )
+        .unwrap();
         assert_eq!(target.bucket, "telegraf/week");
         assert_eq!(target.precision, Precision::Second);
         let target =
-            WriteTarget::from_query(Dialect::V1, Some("db=telegraf&precision=rfc3339")).unwrap();
+            WriteTarget::from_query(Dialect::V1, Some("db=telegraf&precision=rfc3339"), false)
+                .unwrap();
         assert_eq!(target.bucket, "telegraf");
         assert_eq!(target.precision, Precision::Nanosecond);
     }
 
     #[test]
     fn v2_precision_is_checked() {
-        let target =
-            WriteTarget::from_query(Dialect::V2, Some("org=o&bucket=db%2Frp&precision=ms"))
-                .unwrap();
+        let target = WriteTarget::from_query(
+            Dialect::V2,
+            Some("org=o&bucket=db%2Frp&precision=ms"),
+            false,
+        )
+        .unwrap();
         assert_eq!((target.db.as_str(), target.rp.as_str()), ("db", "rp"));
         assert_eq!(target.precision, Precision::Millisecond);
-        assert!(WriteTarget::from_query(Dialect::V2, Some("bucket=b&precision=h")).is_err());
-        let target = WriteTarget::from_query(Dialect::V2, Some("orgID=0123&bucket=b")).unwrap();
+        assert!(WriteTarget::from_query(Dialect::V2, Some("bucket=b&precision=h"), false).is_err());
+        let target =
+            WriteTarget::from_query(Dialect::V2, Some("orgID=0123&bucket=b"), false).unwrap();
         assert_eq!(target.org, "0123");
+    }
+
+    #[test]
+    fn influxdb1_reads_us_and_ns_as_nanoseconds() {
+        let us = |semantics| {
+            WriteTarget::from_query(Dialect::V1, Some("db=d&precision=us"), semantics)
+                .unwrap()
+                .precision
+        };
+        assert_eq!(us(true), Precision::Nanosecond);
+        assert_eq!(us(false), Precision::Microsecond);
+        assert_eq!(influxdb1_precision("u"), Precision::Microsecond);
     }
 }

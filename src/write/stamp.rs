@@ -25,7 +25,7 @@ mod tests {
     #[test]
     fn inserts_only_the_digits() {
         let body = b"cpu v=1\nmem v=2 5\n  disk  v=3  \r\n";
-        let stamped = insert_timestamp(body, &[7, 26], 42);
+        let stamped = insert_timestamp(body, &[7, 29], 42);
         assert_eq!(stamped, b"cpu v=1 42\nmem v=2 5\n  disk  v=3 42  \r\n");
     }
 }

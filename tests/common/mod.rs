@@ -247,7 +247,11 @@ pub async fn victoria_samples(prefix: &str) -> Vec<VmSample> {
         .await;
     let text = client
         .get(format!("{}/api/v1/export", victoria_url()))
-        .query(&[("match[]", format!("{{__name__=~\"{prefix}.*\"}}"))])
+        // Export ends at "now" in whole seconds unless told otherwise.
+        .query(&[
+            ("match[]", format!("{{__name__=~\"{prefix}.*\"}}")),
+            ("end", (now_ns() / 1_000_000_000 + 600).to_string()),
+        ])
         .send()
         .await
         .unwrap()
@@ -379,4 +383,23 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     encoder.write_all(data).unwrap();
     encoder.finish().unwrap()
+}
+
+/// The Python of the venv `deploy/local/install-deps` prepares, with the InfluxDB clients.
+pub fn venv_python() -> std::path::PathBuf {
+    if let Ok(path) = std::env::var("INFLUX_TEE_TEST_PYTHON") {
+        return path.into();
+    }
+    let cache = std::env::var("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| {
+            std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache")
+        });
+    let python = cache.join("influx-tee/venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run `deploy/local/install-deps`",
+        python.display()
+    );
+    python
 }
