@@ -23,6 +23,8 @@ pub struct Config {
     pub timestamps: TimestampMode,
     pub upstream: UpstreamConfig,
     pub kafka: KafkaConfig,
+    /// The durable spool between a write's 2xx and Kafka (`ack = "influx"`).
+    pub spool: crate::spool::SpoolConfig,
     pub log: LogConfig,
 }
 
@@ -35,6 +37,7 @@ impl Default for Config {
             timestamps: TimestampMode::Stamp,
             upstream: UpstreamConfig::default(),
             kafka: KafkaConfig::default(),
+            spool: crate::spool::SpoolConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -243,6 +246,11 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub kafka_properties: Vec<String>,
+    /// Directory of the durable spool.
+    #[arg(long, env = "INFLUX_TEE_SPOOL_DIR")]
+    pub spool_dir: Option<PathBuf>,
+    #[arg(long, value_enum, env = "INFLUX_TEE_SPOOL_FSYNC")]
+    pub spool_fsync: Option<crate::spool::FsyncMode>,
     #[arg(long, value_enum, env = "INFLUX_TEE_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
     #[arg(long, env = "INFLUX_TEE_LOG_LEVEL")]
@@ -307,6 +315,8 @@ impl Config {
         set(&mut self.kafka.topic, &args.kafka_topic);
         set(&mut self.kafka.format, &args.kafka_format);
         set(&mut self.kafka.ack, &args.ack);
+        set(&mut self.spool.dir, &args.spool_dir);
+        set(&mut self.spool.fsync, &args.spool_fsync);
         set(&mut self.log.format, &args.log_format);
         set(&mut self.log.level, &args.log_level);
         for pair in args.kafka_properties.iter().filter(|p| !p.is_empty()) {

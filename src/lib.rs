@@ -11,5 +11,6 @@ pub mod line_protocol;
 pub mod metrics;
 pub mod parse_command;
 pub mod server;
+pub mod spool;
 pub mod upstream;
 pub mod write;

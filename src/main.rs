@@ -21,12 +21,18 @@ enum Command {
     Serve(ServeArgs),
     /// Check a line-protocol file the way the InfluxDB server would parse it.
     Parse(influx_tee::parse_command::ParseArgs),
+    /// Inspect or ship the durable spool: `stat`, `dump`, `replay`.
+    Spool(influx_tee::spool::command::SpoolArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Parse(args) => influx_tee::parse_command::run(&args),
+        Command::Spool(args) => {
+            influx_tee::server::init_logging(&influx_tee::config::LogConfig::default());
+            influx_tee::spool::command::run(args)
+        }
         Command::Serve(args) => match serve(args) {
             Ok(()) => 0,
             Err(error) => {

@@ -37,9 +37,19 @@ pub fn build_pipeline(config: &Config) -> anyhow::Result<Arc<WritePipeline>> {
         json_timestamp_divisor(&config.kafka.json_timestamp_units)?,
         config.kafka.batch_max_bytes,
     );
+    // The spool serves `ack = "influx"`; `ack = "all"` already waits for Kafka itself.
+    let spool = if config.spool.enabled && config.kafka.ack == crate::config::AckMode::Influx {
+        let spool =
+            crate::spool::Spool::open(&config.spool, metrics.registry(), Some(metrics.clone()))
+                .with_context(|| format!("spool in {}", config.spool.dir.display()))?;
+        Some(Arc::new(spool))
+    } else {
+        None
+    };
     Ok(Arc::new(WritePipeline {
         upstream,
         producer: Arc::new(producer),
+        spool,
         encoder,
         metrics,
         settings: WriteSettings {
@@ -61,6 +71,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let pipeline = build_pipeline(&config)?;
+    if let Some(spool) = &pipeline.spool {
+        spool.start_shipper(config.kafka.client_properties())?;
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;

@@ -35,6 +35,12 @@ pub enum ProxyError {
     UpstreamUnavailable(String),
     #[error("Kafka did not acknowledge the write: {0}")]
     KafkaUnavailable(String),
+    /// The spool has no room (`when_full = "reject"`); refused before forwarding, so InfluxDB and Kafka stay equal.
+    #[error("{0}")]
+    SpoolFull(String),
+    /// The spool could not store a write InfluxDB accepted; the client retries, InfluxDB overwrites.
+    #[error("{0}")]
+    SpoolFailed(String),
 }
 
 impl ProxyError {
@@ -46,9 +52,10 @@ impl ProxyError {
             | ProxyError::InvalidPrecision { .. }
             | ProxyError::MissingParameter(_)
             | ProxyError::InvalidLineProtocol(_) => StatusCode::BAD_REQUEST,
-            ProxyError::UpstreamUnavailable(_) | ProxyError::KafkaUnavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProxyError::UpstreamUnavailable(_)
+            | ProxyError::KafkaUnavailable(_)
+            | ProxyError::SpoolFull(_)
+            | ProxyError::SpoolFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 

@@ -37,6 +37,8 @@ pub struct WriteSettings {
 pub struct WritePipeline {
     pub upstream: Option<Arc<Upstream>>,
     pub producer: Arc<TeeProducer>,
+    /// The durable spool; when set (`ack = "influx"`), records go through it instead of `producer`.
+    pub spool: Option<Arc<crate::spool::Spool>>,
     pub encoder: Encoder,
     pub metrics: Metrics,
     pub settings: WriteSettings,
@@ -92,6 +94,12 @@ impl WritePipeline {
         let endpoint = target.endpoint_label();
         let body = read_capped(body, &parts.headers, self.settings.max_body_bytes).await?;
         let received_ns = now_nanos();
+        // A full spool refuses the write before InfluxDB sees it, so the two never diverge.
+        let _spool_room = self
+            .spool
+            .as_ref()
+            .map(|spool| spool.reserve(body.decoded.len()))
+            .transpose()?;
         self.metrics
             .body_bytes
             .with_label_values(&[endpoint])
@@ -322,6 +330,13 @@ impl WritePipeline {
             ("request-id", request_id),
             ("received-at", received.as_str()),
         ];
+        if let (AckMode::Influx, Some(spool)) = (self.settings.ack, &self.spool) {
+            return spool
+                .append_batch(&batch, &headers)
+                .await
+                .map(drop)
+                .map_err(ProxyError::from);
+        }
         let outcome = self.producer.send(&batch, &headers).await;
         match self.settings.ack {
             AckMode::All => outcome

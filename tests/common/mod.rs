@@ -152,6 +152,7 @@ pub fn config(upstream: &str, topic: &str) -> Config {
     config.kafka.topic = topic.to_owned();
     config.upstream.timeout_ms = 10_000;
     config.kafka.ack_timeout_ms = 10_000;
+    config.spool.dir = std::env::temp_dir().join(unique("influx-tee-spool"));
     config
         .kafka
         .properties

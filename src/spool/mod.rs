@@ -1,0 +1,1048 @@
+//! The durable spool: every write bound for Kafka is appended to a local,
+//! segmented, append-only log before the client gets its 2xx, and a shipper
+//! thread produces it to Kafka from there.
+//!
+//! Why: once a client has its 2xx, every point InfluxDB accepted must reach Kafka,
+//! even when Kafka is down for an hour or the proxy is killed. Memory buffers (the
+//! peers' approach) lose data on restart or when they fill up.
+//!
+//! Pieces:
+//! - [`format`]: frames (`len`, CRC, sequence number, append time) and the entry encoding;
+//! - [`segment`]: segment files, scanning with resynchronisation, crash recovery;
+//! - this module: opening and recovery, the appender thread (group commit), room
+//!   accounting (`when_full`), and the periodic fsync;
+//! - [`shipper`]: reads the log in order, produces to Kafka, persists the committed
+//!   sequence number, deletes acknowledged segments and dead-letters poison records;
+//! - [`command`]: `influx-tee spool stat|dump|replay`.
+
+pub mod command;
+pub mod format;
+mod lock;
+pub mod metrics;
+pub mod segment;
+pub mod shipper;
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::kafka::RecordBatch;
+use crate::metrics::Metrics;
+
+pub use format::{EncodedEntry, Entry};
+pub use metrics::SpoolMetrics;
+
+/// `[spool]` in the configuration file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SpoolConfig {
+    /// Off keeps the direct path: records go to librdkafka's memory queue only.
+    pub enabled: bool,
+    pub dir: PathBuf,
+    /// Bytes of segment files the spool may hold, acknowledged or not.
+    pub max_bytes: u64,
+    /// Size at which a segment is closed and a new one begun; at most an eighth of `max_bytes`.
+    pub segment_bytes: u64,
+    pub fsync: FsyncMode,
+    /// Period of the background fsync in `fsync = "interval"`.
+    pub fsync_interval_ms: u64,
+    pub when_full: WhenFull,
+    /// Records handed to librdkafka and not yet acknowledged, at most; bounds memory in an outage.
+    pub max_inflight_records: usize,
+    /// Payload bytes handed to librdkafka and not yet acknowledged, at most.
+    pub max_inflight_bytes: u64,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        SpoolConfig {
+            enabled: true,
+            dir: PathBuf::from("/var/lib/influx-tee/spool"),
+            max_bytes: 1 << 30,
+            segment_bytes: 64 << 20,
+            fsync: FsyncMode::Interval,
+            fsync_interval_ms: 10,
+            when_full: WhenFull::Reject,
+            max_inflight_records: 50_000,
+            max_inflight_bytes: 64 << 20,
+        }
+    }
+}
+
+impl SpoolConfig {
+    /// The segment size in effect: small enough that dropping or deleting whole
+    /// segments frees room well before the spool is full.
+    pub fn effective_segment_bytes(&self) -> u64 {
+        self.segment_bytes.min(self.max_bytes / 8).max(4096)
+    }
+}
+
+/// When an append is made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum FsyncMode {
+    /// fsync before the client's 2xx; writes queued together share one fsync.
+    Always,
+    /// 2xx once the entry is written to the OS; a background fsync every `fsync_interval_ms`.
+    Interval,
+    /// Never fsync; the OS writes back when it likes.
+    Never,
+}
+
+/// What a write meets when the spool is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// 503 + `Retry-After` before the write is forwarded, so InfluxDB and Kafka never diverge.
+    Reject,
+    /// Accept the write and delete the oldest segments, counting what was never shipped.
+    DropOldest,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("the spool is full ({used} of {max} bytes); Kafka is behind")]
+    Full { used: u64, max: u64 },
+    #[error("the spool is closed")]
+    Closed,
+    #[error("spool I/O error on {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("the spool directory {0} is in use by another influx-tee process")]
+    Locked(PathBuf),
+    #[error("spool: {0}")]
+    Other(String),
+}
+
+impl SpoolError {
+    fn io(path: &Path, source: io::Error) -> SpoolError {
+        SpoolError::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+impl From<SpoolError> for crate::http::error::ProxyError {
+    fn from(error: SpoolError) -> Self {
+        match error {
+            SpoolError::Full { .. } => crate::http::error::ProxyError::SpoolFull(error.to_string()),
+            other => crate::http::error::ProxyError::SpoolFailed(other.to_string()),
+        }
+    }
+}
+
+/// Nanoseconds since the epoch.
+pub fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// What opening the spool found on disk.
+#[derive(Debug, Clone, Default)]
+pub struct Inspection {
+    pub segments: usize,
+    pub bytes: u64,
+    pub entries: u64,
+    pub records: u64,
+    pub unacked_entries: u64,
+    pub unacked_records: u64,
+    pub committed: u64,
+    pub last_seq: u64,
+    /// Sequence number and append time of the oldest entry Kafka has not acknowledged.
+    pub oldest_unacked: Option<(u64, i64)>,
+    pub skipped_bytes: u64,
+    pub skipped_regions: u64,
+    /// Per segment: first sequence number, bytes, entries, records, damaged bytes.
+    pub per_segment: Vec<SegmentSummary>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SegmentSummary {
+    pub path: PathBuf,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub bytes: u64,
+    pub entries: u64,
+    pub records: u64,
+    pub skipped_bytes: u64,
+}
+
+/// A segment known to the appender and the shipper.
+#[derive(Debug, Clone)]
+pub(crate) struct SegmentMeta {
+    pub path: PathBuf,
+    /// Bytes written and visible to readers.
+    pub bytes: u64,
+    pub entries: u64,
+    pub records: u64,
+    /// Sequence number of the last entry; `first - 1` while empty.
+    pub last_seq: u64,
+}
+
+pub(crate) struct State {
+    pub segments: BTreeMap<u64, SegmentMeta>,
+    /// First sequence number of the segment being appended to.
+    pub active: Option<u64>,
+    pub last_seq: u64,
+}
+
+/// Where the shipper is, and what `drop_oldest` took from under it.
+#[derive(Default)]
+pub(crate) struct ShipCursor {
+    /// The highest sequence number handed to librdkafka.
+    pub sent_seq: u64,
+    /// Entries up to here were dropped before they were sent; the shipper skips them.
+    pub skip_through: u64,
+}
+
+/// A level-triggered wake-up for the shipper: new data, a delivery, or shutdown.
+#[derive(Default)]
+pub(crate) struct Wake {
+    flag: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Wake {
+    pub fn notify(&self) {
+        if let Ok(mut flag) = self.flag.lock() {
+            *flag = true;
+            self.cv.notify_all();
+        }
+    }
+
+    pub fn wait(&self, timeout: Duration) {
+        if let Ok(mut flag) = self.flag.lock() {
+            if !*flag {
+                flag = match self.cv.wait_timeout(flag, timeout) {
+                    Ok((flag, _)) => flag,
+                    Err(poisoned) => poisoned.into_inner().0,
+                };
+            }
+            *flag = false;
+        }
+    }
+}
+
+/// State shared by the appender, the syncer, the shipper and the write path.
+pub(crate) struct Shared {
+    pub dir: PathBuf,
+    pub instance: String,
+    pub config: SpoolConfig,
+    pub state: Mutex<State>,
+    pub cursor: Mutex<ShipCursor>,
+    pub wake: Wake,
+    /// Every entry up to here is acknowledged by Kafka (or dead-lettered, or dropped).
+    pub committed: AtomicU64,
+    pub bytes: AtomicU64,
+    pub reserved: AtomicU64,
+    pub unacked_records: AtomicI64,
+    pub written_seq: AtomicU64,
+    pub synced_seq: AtomicU64,
+    pub active_file: Mutex<Option<Arc<File>>>,
+    pub closing: AtomicBool,
+    pub metrics: SpoolMetrics,
+    pub proxy_metrics: Option<Metrics>,
+    pub dead_letter: Mutex<Option<File>>,
+}
+
+/// Locks a mutex, taking the data of a poisoned one: a panic elsewhere must not stop the spool.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Shared {
+    pub fn committed_path(&self) -> PathBuf {
+        self.dir.join("committed")
+    }
+
+    pub fn set_unacked(&self, delta: i64) {
+        let now = self.unacked_records.fetch_add(delta, Ordering::AcqRel) + delta;
+        self.metrics.records.set(now.max(0));
+    }
+
+    pub fn publish_sizes(&self, state: &State) {
+        self.metrics.segments.set(state.segments.len() as i64);
+        self.metrics
+            .bytes
+            .set(self.bytes.load(Ordering::Acquire) as i64);
+    }
+
+    /// Deletes a segment file and forgets it.
+    pub fn delete_segment(&self, state: &mut State, first: u64) {
+        if let Some(meta) = state.segments.remove(&first) {
+            if let Err(error) = fs::remove_file(&meta.path) {
+                if error.kind() != io::ErrorKind::NotFound {
+                    tracing::warn!(path = %meta.path.display(), %error, "cannot delete spool segment");
+                }
+            }
+            self.bytes.fetch_sub(
+                meta.bytes.min(self.bytes.load(Ordering::Acquire)),
+                Ordering::AcqRel,
+            );
+        }
+        self.publish_sizes(state);
+    }
+
+    /// Appends a record Kafka will never take to the dead-letter file.
+    pub fn dead_letter(
+        &self,
+        tee_id: &str,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: &[u8],
+        error: &str,
+    ) {
+        self.metrics.count("dead_lettered", 1);
+        tracing::error!(tee_id, topic, %error, bytes = value.len(), "record dead-lettered: Kafka refuses it for good");
+        let path = self.dir.join("dead-letter.lp");
+        let mut file = lock(&self.dead_letter);
+        if file.is_none() {
+            match OpenOptions::new().create(true).append(true).open(&path) {
+                Ok(opened) => *file = Some(opened),
+                Err(error) => {
+                    tracing::error!(path = %path.display(), %error, "cannot open the dead-letter file");
+                    return;
+                }
+            }
+        }
+        let Some(out) = file.as_mut() else { return };
+        let mut text = Vec::with_capacity(value.len() + 200);
+        let key = key.map(String::from_utf8_lossy).unwrap_or_default();
+        let error = error.replace('\n', " ");
+        let _ = writeln!(
+            text,
+            "# dead-letter at={} tee-id={tee_id} topic={topic} key={key} error={error}",
+            now_ns()
+        );
+        text.extend_from_slice(value);
+        text.push(b'\n');
+        if let Err(error) = out.write_all(&text).and_then(|_| out.sync_data()) {
+            tracing::error!(path = %path.display(), %error, "cannot write the dead-letter file");
+        }
+    }
+
+    pub fn persist_committed(&self, seq: u64) -> io::Result<()> {
+        segment::write_atomic(&self.committed_path(), format!("{seq}\n").as_bytes())
+    }
+}
+
+/// Reads the committed sequence number; a missing or unreadable file means "replay everything".
+pub fn read_committed(dir: &Path) -> u64 {
+    match fs::read_to_string(dir.join("committed")) {
+        Ok(text) => text.trim().parse().unwrap_or_else(|_| {
+            tracing::warn!(dir = %dir.display(), "unreadable committed offset: replaying the whole spool");
+            0
+        }),
+        Err(_) => 0,
+    }
+}
+
+/// What a spool directory holds, read-only (safe while a proxy runs on it).
+pub fn stat(dir: &Path) -> Result<Inspection, SpoolError> {
+    inspect(dir, false).map(|(inspection, _)| inspection)
+}
+
+/// Scans every segment; with `repair`, rewrites damaged ones and deletes empty and fully acknowledged ones.
+pub(crate) fn inspect(
+    dir: &Path,
+    repair: bool,
+) -> Result<(Inspection, BTreeMap<u64, SegmentMeta>), SpoolError> {
+    let committed = read_committed(dir);
+    let mut inspection = Inspection {
+        committed,
+        last_seq: committed,
+        ..Default::default()
+    };
+    let mut metas = BTreeMap::new();
+    let mut prev_last = 0u64;
+    for (first, path) in segment::list_segments(dir).map_err(|e| SpoolError::io(dir, e))? {
+        let data = fs::read(&path).map_err(|e| SpoolError::io(&path, e))?;
+        let scan = segment::scan(&data, prev_last);
+        inspection.last_seq = inspection.last_seq.max(first.saturating_sub(1));
+        let skipped = scan.damaged_bytes() as u64;
+        if !scan.is_clean() {
+            inspection.skipped_bytes += skipped;
+            inspection.skipped_regions +=
+                scan.damaged.len() as u64 + u64::from(scan.bad_magic && data.len() < 8);
+            tracing::warn!(
+                path = %path.display(),
+                damaged_bytes = skipped,
+                damaged_regions = scan.damaged.len(),
+                intact_entries = scan.frames.len(),
+                "spool segment damaged (torn or corrupt frames); keeping every intact entry"
+            );
+        }
+        let mut meta = SegmentMeta {
+            path: path.clone(),
+            bytes: 8 + scan
+                .frames
+                .iter()
+                .map(|f| (format::FRAME_HEADER + f.header.len as usize) as u64)
+                .sum::<u64>(),
+            entries: scan.frames.len() as u64,
+            records: 0,
+            last_seq: scan.last_seq().unwrap_or(first.saturating_sub(1)),
+        };
+        if !repair {
+            meta.bytes = data.len() as u64;
+        }
+        let mut summary = SegmentSummary {
+            path: path.clone(),
+            first_seq: scan.frames.first().map_or(first, |f| f.header.seq),
+            last_seq: meta.last_seq,
+            bytes: meta.bytes,
+            entries: meta.entries,
+            records: 0,
+            skipped_bytes: skipped,
+        };
+        for frame in &scan.frames {
+            let records = format::peek_record_count(scan.payload(&data, frame)).unwrap_or(0) as u64;
+            meta.records += records;
+            if frame.header.seq > committed {
+                inspection.unacked_entries += 1;
+                inspection.unacked_records += records;
+                inspection
+                    .oldest_unacked
+                    .get_or_insert((frame.header.seq, frame.header.appended_at_ns));
+            }
+        }
+        summary.records = meta.records;
+        prev_last = prev_last.max(meta.last_seq);
+        inspection.last_seq = inspection.last_seq.max(meta.last_seq);
+        if repair {
+            let fully_acked = meta.last_seq <= committed;
+            if scan.frames.is_empty() || fully_acked {
+                fs::remove_file(&path).map_err(|e| SpoolError::io(&path, e))?;
+                continue;
+            }
+            if !scan.is_clean() {
+                segment::rewrite(&path, &data, &scan).map_err(|e| SpoolError::io(&path, e))?;
+            }
+        }
+        inspection.segments += 1;
+        inspection.bytes += meta.bytes;
+        inspection.entries += meta.entries;
+        inspection.records += meta.records;
+        inspection.per_segment.push(summary);
+        metas.insert(first, meta);
+    }
+    Ok((inspection, metas))
+}
+
+/// A write queued for the appender thread.
+struct AppendRequest {
+    entry: EncodedEntry,
+    reply: tokio::sync::oneshot::Sender<Result<u64, SpoolError>>,
+}
+
+/// Room set aside for one write in `when_full = "reject"`, released when dropped.
+pub struct SpoolRoom {
+    shared: Arc<Shared>,
+    bytes: u64,
+}
+
+impl Drop for SpoolRoom {
+    fn drop(&mut self) {
+        self.shared.reserved.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+/// The spool of one proxy process.
+pub struct Spool {
+    shared: Arc<Shared>,
+    sender: Mutex<Option<mpsc::Sender<AppendRequest>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    shipper: Mutex<Option<shipper::ShipperHandle>>,
+    /// What opening found; also logged and in the metrics.
+    pub recovery: Inspection,
+    _lock: lock::DirLock,
+}
+
+impl Spool {
+    /// Opens (creating, recovering) the spool in `config.dir` and starts its appender.
+    /// Needs no Kafka: shipping starts with [`Spool::start_shipper`].
+    pub fn open(
+        config: &SpoolConfig,
+        registry: &prometheus::Registry,
+        proxy_metrics: Option<Metrics>,
+    ) -> Result<Spool, SpoolError> {
+        let dir = config.dir.clone();
+        fs::create_dir_all(&dir).map_err(|e| SpoolError::io(&dir, e))?;
+        let dir_lock = lock::DirLock::acquire(&dir)?;
+        let instance = instance_id(&dir)?;
+        let (inspection, segments) = inspect(&dir, true)?;
+        let metrics = SpoolMetrics::new(registry);
+        metrics
+            .recovery_skipped_bytes
+            .set(inspection.skipped_bytes as i64);
+        metrics
+            .recovery_skipped_regions
+            .set(inspection.skipped_regions as i64);
+        if inspection.skipped_regions > 0 {
+            tracing::warn!(
+                skipped_bytes = inspection.skipped_bytes,
+                skipped_regions = inspection.skipped_regions,
+                "spool recovery skipped damaged data"
+            );
+        }
+        tracing::info!(
+            dir = %dir.display(),
+            segments = inspection.segments,
+            unacked_entries = inspection.unacked_entries,
+            unacked_records = inspection.unacked_records,
+            committed = inspection.committed,
+            "spool opened"
+        );
+        let mut config = config.clone();
+        config.segment_bytes = config.effective_segment_bytes();
+        let shared = Arc::new(Shared {
+            dir: dir.clone(),
+            instance,
+            state: Mutex::new(State {
+                segments,
+                active: None,
+                last_seq: inspection.last_seq,
+            }),
+            cursor: Mutex::new(ShipCursor {
+                sent_seq: inspection.committed,
+                skip_through: 0,
+            }),
+            wake: Wake::default(),
+            committed: AtomicU64::new(inspection.committed),
+            bytes: AtomicU64::new(inspection.bytes),
+            reserved: AtomicU64::new(0),
+            unacked_records: AtomicI64::new(0),
+            written_seq: AtomicU64::new(inspection.last_seq),
+            synced_seq: AtomicU64::new(inspection.last_seq),
+            active_file: Mutex::new(None),
+            closing: AtomicBool::new(false),
+            metrics,
+            proxy_metrics,
+            dead_letter: Mutex::new(None),
+            config,
+        });
+        shared.set_unacked(inspection.unacked_records as i64);
+        shared.publish_sizes(&lock(&shared.state));
+        if let Some((_, appended)) = inspection.oldest_unacked {
+            shared
+                .metrics
+                .oldest_unacked_age_seconds
+                .set(((now_ns() - appended) as f64 / 1e9).max(0.0));
+        }
+
+        let (sender, receiver) = mpsc::channel();
+        let mut threads = Vec::new();
+        let appender = Appender {
+            shared: shared.clone(),
+            file: None,
+            active_len: 0,
+            buf: Vec::new(),
+        };
+        threads.push(
+            std::thread::Builder::new()
+                .name("spool-append".into())
+                .spawn(move || appender.run(receiver))
+                .map_err(|e| SpoolError::io(&dir, e))?,
+        );
+        if shared.config.fsync == FsyncMode::Interval {
+            let syncer = shared.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("spool-fsync".into())
+                    .spawn(move || run_syncer(syncer))
+                    .map_err(|e| SpoolError::io(&dir, e))?,
+            );
+        }
+        Ok(Spool {
+            shared,
+            sender: Mutex::new(Some(sender)),
+            threads: Mutex::new(threads),
+            shipper: Mutex::new(None),
+            recovery: inspection,
+            _lock: dir_lock,
+        })
+    }
+
+    pub fn metrics(&self) -> &SpoolMetrics {
+        &self.shared.metrics
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    pub fn instance_id(&self) -> &str {
+        &self.shared.instance
+    }
+
+    /// Every entry up to this sequence number is acknowledged, dead-lettered or dropped.
+    pub fn committed(&self) -> u64 {
+        self.shared.committed.load(Ordering::Acquire)
+    }
+
+    pub fn last_seq(&self) -> u64 {
+        lock(&self.shared.state).last_seq
+    }
+
+    /// Sets room aside for a write of `body_len` bytes before it is forwarded, so a
+    /// write InfluxDB accepted is never refused by the spool afterwards.
+    pub fn reserve(&self, body_len: usize) -> Result<SpoolRoom, SpoolError> {
+        let shared = &self.shared;
+        if shared.config.when_full == WhenFull::DropOldest {
+            return Ok(SpoolRoom {
+                shared: shared.clone(),
+                bytes: 0,
+            });
+        }
+        // An entry holds each line about twice (series key and value) plus framing.
+        let need = body_len as u64 * 2 + 1024;
+        let max = shared.config.max_bytes;
+        let mut reserved = shared.reserved.load(Ordering::Acquire);
+        loop {
+            let used = shared.bytes.load(Ordering::Acquire) + reserved;
+            if used + need > max {
+                shared.metrics.rejected_writes.inc();
+                return Err(SpoolError::Full { used, max });
+            }
+            match shared.reserved.compare_exchange(
+                reserved,
+                reserved + need,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    return Ok(SpoolRoom {
+                        shared: shared.clone(),
+                        bytes: need,
+                    })
+                }
+                Err(now) => reserved = now,
+            }
+        }
+    }
+
+    /// Appends one write's records; resolves once the entry is written (and, with
+    /// `fsync = "always"`, synced). Returns its sequence number.
+    pub async fn append(&self, entry: EncodedEntry) -> Result<u64, SpoolError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        {
+            let sender = lock(&self.sender);
+            let sender = sender.as_ref().ok_or(SpoolError::Closed)?;
+            sender
+                .send(AppendRequest { entry, reply })
+                .map_err(|_| SpoolError::Closed)?;
+        }
+        answer.await.map_err(|_| SpoolError::Closed)?
+    }
+
+    /// Encodes and appends a write's records with its per-write headers.
+    pub async fn append_batch(
+        &self,
+        batch: &RecordBatch,
+        headers: &[(&str, &str)],
+    ) -> Result<u64, SpoolError> {
+        self.append(EncodedEntry::new(batch, headers)).await
+    }
+
+    /// Starts shipping to Kafka with these librdkafka properties (the shipper forces
+    /// idempotence and infinite retries on top).
+    pub fn start_shipper(&self, properties: BTreeMap<String, String>) -> Result<(), SpoolError> {
+        let handle = shipper::start(self.shared.clone(), properties)?;
+        *lock(&self.shipper) = Some(handle);
+        Ok(())
+    }
+
+    /// Blocks until everything appended so far is acknowledged, or `timeout` passes.
+    /// Returns whether the spool is fully shipped.
+    pub async fn wait_shipped(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.committed() >= self.last_seq() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops taking writes, syncs, gives the shipper up to `drain` to ship what is
+    /// left, and persists the committed offset. What is not shipped stays on disk
+    /// and is replayed on the next start.
+    pub async fn close(&self, drain: Duration) {
+        lock(&self.sender).take();
+        let threads: Vec<_> = lock(&self.threads).drain(..).collect();
+        let shipper = lock(&self.shipper).take();
+        let shared = self.shared.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            // The appender ends once the last sender is gone; then the syncer may stop.
+            let mut threads = threads.into_iter();
+            if let Some(appender) = threads.next() {
+                let _ = appender.join();
+            }
+            shared.closing.store(true, Ordering::Release);
+            for thread in threads {
+                let _ = thread.join();
+            }
+            if let Some(shipper) = shipper {
+                shipper.stop(Instant::now() + drain);
+            }
+            let committed = shared.committed.load(Ordering::Acquire);
+            if let Err(error) = shared.persist_committed(committed) {
+                tracing::error!(%error, "cannot persist the spool's committed offset");
+            }
+            (committed, lock(&shared.state).last_seq)
+        })
+        .await;
+        match joined {
+            Ok((committed, last)) if committed >= last => {
+                tracing::info!(committed, "spool closed: everything shipped")
+            }
+            Ok((committed, last)) => tracing::warn!(
+                committed,
+                unshipped_entries = last - committed,
+                "spool closed with entries not yet in Kafka; they ship on the next start"
+            ),
+            Err(error) => tracing::error!(%error, "spool close failed"),
+        }
+    }
+}
+
+/// The instance id in `dir/instance-id`, created once; it prefixes every `tee-id`.
+fn instance_id(dir: &Path) -> Result<String, SpoolError> {
+    let path = dir.join("instance-id");
+    if let Ok(text) = fs::read_to_string(&path) {
+        let id = text.trim();
+        if !id.is_empty() {
+            return Ok(id.to_owned());
+        }
+    }
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    segment::write_atomic(&path, format!("{id}\n").as_bytes())
+        .map_err(|e| SpoolError::io(&path, e))?;
+    Ok(id)
+}
+
+/// Upper bound of one group commit, so a burst does not hold every waiter for one huge write.
+const GROUP_MAX_BYTES: usize = 4 << 20;
+
+/// The single writer of the log. Writes queued while it was busy go out together:
+/// one `write` (and in `always` mode one fsync) for the whole group.
+struct Appender {
+    shared: Arc<Shared>,
+    file: Option<Arc<File>>,
+    active_len: u64,
+    buf: Vec<u8>,
+}
+
+/// An entry written in the current group, waiting for its answer.
+struct Staged {
+    seq: u64,
+    records: usize,
+    reply: tokio::sync::oneshot::Sender<Result<u64, SpoolError>>,
+}
+
+impl Appender {
+    fn run(mut self, requests: mpsc::Receiver<AppendRequest>) {
+        while let Ok(first) = requests.recv() {
+            let mut bytes = first.entry.frame_len();
+            let mut group = vec![first];
+            while bytes < GROUP_MAX_BYTES {
+                match requests.try_recv() {
+                    Ok(next) => {
+                        bytes += next.entry.frame_len();
+                        group.push(next);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.commit(group);
+        }
+        if let Some(file) = &self.file {
+            if self.shared.config.fsync != FsyncMode::Never {
+                let _ = self.sync(file);
+            }
+        }
+    }
+
+    fn sync(&self, file: &File) -> io::Result<()> {
+        let started = Instant::now();
+        let result = file.sync_data();
+        self.shared
+            .metrics
+            .fsync_seconds
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    fn commit(&mut self, group: Vec<AppendRequest>) {
+        let shared = self.shared.clone();
+        let now = now_ns();
+        let base = lock(&shared.state).last_seq;
+        let mut staged: Vec<Staged> = Vec::with_capacity(group.len());
+        let mut chunk_start = 0usize;
+        let mut result: io::Result<()> = Ok(());
+        self.buf.clear();
+        for mut request in group {
+            if result.is_err() {
+                let _ = request
+                    .reply
+                    .send(Err(SpoolError::Other("spool write failed".into())));
+                continue;
+            }
+            let len = request.entry.frame_len() as u64;
+            if shared.config.when_full == WhenFull::DropOldest {
+                self.make_room(len + self.buf.len() as u64);
+            }
+            let pending = self.buf.len() as u64;
+            let roll = match &self.file {
+                None => true,
+                Some(_) => {
+                    self.active_len + pending + len > shared.config.segment_bytes
+                        && self.active_len + pending > 8
+                }
+            };
+            let seq = base + staged.len() as u64 + 1;
+            if roll {
+                result = self
+                    .flush_chunk(&staged[chunk_start..])
+                    .and_then(|_| self.roll(seq));
+                chunk_start = staged.len();
+                if result.is_err() {
+                    let _ = request
+                        .reply
+                        .send(Err(SpoolError::Other("spool write failed".into())));
+                    continue;
+                }
+            }
+            request.entry.seal(seq, now);
+            if self.buf.is_empty() {
+                // One entry alone needs no copy; the common case for light load.
+                std::mem::swap(&mut self.buf, &mut request.entry.bytes);
+            } else {
+                self.buf.extend_from_slice(&request.entry.bytes);
+            }
+            staged.push(Staged {
+                seq,
+                records: request.entry.records,
+                reply: request.reply,
+            });
+        }
+        if result.is_ok() {
+            result = self.flush_chunk(&staged[chunk_start..]);
+        }
+        if result.is_ok() && shared.config.fsync == FsyncMode::Always {
+            if let Some(file) = self.file.clone() {
+                result = self.sync(&file);
+            }
+        }
+        if result.is_ok() {
+            if let Some(last) = staged.last() {
+                shared.written_seq.store(last.seq, Ordering::Release);
+                if shared.config.fsync == FsyncMode::Always {
+                    shared.synced_seq.store(last.seq, Ordering::Release);
+                }
+            }
+        }
+        shared.wake.notify();
+        match result {
+            Ok(()) => {
+                for entry in staged {
+                    let _ = entry.reply.send(Ok(entry.seq));
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, dir = %shared.dir.display(), "spool append failed; the writes get 503");
+                // Whatever reached the file is published and will ship; the clients retry.
+                // The next append starts a fresh segment rather than write after a torn frame.
+                self.file = None;
+                for entry in staged {
+                    let _ = entry.reply.send(Err(SpoolError::Other(format!(
+                        "spool write failed: {error}"
+                    ))));
+                }
+            }
+        }
+        if self.buf.capacity() > GROUP_MAX_BYTES * 2 {
+            self.buf = Vec::new();
+        }
+    }
+
+    /// Writes the buffered frames to the active segment and publishes them to readers.
+    fn flush_chunk(&mut self, chunk: &[Staged]) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let Some(file) = self.file.clone() else {
+            return Err(io::Error::other("no active segment"));
+        };
+        if let Err(error) = (&*file).write_all(&self.buf) {
+            // Cut a partial frame off, so readers never meet it.
+            let _ = file.set_len(self.active_len);
+            self.buf.clear();
+            return Err(error);
+        }
+        let written = self.buf.len() as u64;
+        self.buf.clear();
+        self.active_len += written;
+        let records: usize = chunk.iter().map(|s| s.records).sum();
+        let shared = &self.shared;
+        shared.bytes.fetch_add(written, Ordering::AcqRel);
+        shared.metrics.count("appended", records as u64);
+        shared.set_unacked(records as i64);
+        let mut state = lock(&shared.state);
+        if let Some(last) = chunk.last() {
+            state.last_seq = last.seq;
+        }
+        if let Some(active) = state.active {
+            if let Some(meta) = state.segments.get_mut(&active) {
+                meta.bytes = self.active_len;
+                meta.entries += chunk.len() as u64;
+                meta.records += records as u64;
+                if let Some(last) = chunk.last() {
+                    meta.last_seq = last.seq;
+                }
+            }
+        }
+        shared.publish_sizes(&state);
+        Ok(())
+    }
+
+    /// Closes the active segment (synced unless `fsync = "never"`) and starts one at `first_seq`.
+    fn roll(&mut self, first_seq: u64) -> io::Result<()> {
+        let shared = self.shared.clone();
+        if let Some(old) = self.file.take() {
+            if shared.config.fsync != FsyncMode::Never {
+                self.sync(&old)?;
+            }
+        }
+        let path = segment::segment_path(&shared.dir, first_seq);
+        let mut file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(&path)?;
+        file.write_all(format::SEGMENT_MAGIC)?;
+        if shared.config.fsync != FsyncMode::Never {
+            file.sync_all()?;
+            segment::sync_dir(&shared.dir)?;
+        }
+        let file = Arc::new(file);
+        self.file = Some(file.clone());
+        self.active_len = format::SEGMENT_MAGIC.len() as u64;
+        shared.bytes.fetch_add(self.active_len, Ordering::AcqRel);
+        *lock(&shared.active_file) = Some(file);
+        let mut state = lock(&shared.state);
+        state.segments.insert(
+            first_seq,
+            SegmentMeta {
+                path,
+                bytes: self.active_len,
+                entries: 0,
+                records: 0,
+                last_seq: first_seq - 1,
+            },
+        );
+        state.active = Some(first_seq);
+        shared.publish_sizes(&state);
+        Ok(())
+    }
+
+    /// `when_full = "drop_oldest"`: deletes the oldest closed segments until `len` more bytes fit.
+    fn make_room(&mut self, len: u64) {
+        let shared = self.shared.clone();
+        while shared.bytes.load(Ordering::Acquire) + len > shared.config.max_bytes {
+            let victim = {
+                let state = lock(&shared.state);
+                state
+                    .segments
+                    .iter()
+                    .find(|(first, _)| Some(**first) != state.active)
+                    .map(|(f, m)| (*f, m.clone()))
+            };
+            let Some((first, meta)) = victim else { break };
+            // Entries the shipper already handed to librdkafka still ship; the rest is dropped.
+            let floor = {
+                let mut cursor = lock(&shared.cursor);
+                cursor.skip_through = cursor.skip_through.max(meta.last_seq);
+                cursor
+                    .sent_seq
+                    .max(shared.committed.load(Ordering::Acquire))
+            };
+            let (entries, records) = if meta.last_seq <= floor {
+                (0, 0)
+            } else {
+                count_after(&meta.path, floor)
+            };
+            shared.delete_segment(&mut lock(&shared.state), first);
+            if records > 0 {
+                shared.metrics.count("dropped", records);
+                shared.set_unacked(-(records as i64));
+                tracing::warn!(
+                    segment = %meta.path.display(),
+                    entries,
+                    records,
+                    "spool full: dropped the oldest records, never shipped (when_full = \"drop_oldest\")"
+                );
+            }
+            shared.wake.notify();
+        }
+    }
+}
+
+/// Entries and records in a segment file with a sequence number above `floor`.
+fn count_after(path: &Path, floor: u64) -> (u64, u64) {
+    let Ok(data) = fs::read(path) else {
+        return (0, 0);
+    };
+    let scan = segment::scan(&data, 0);
+    let mut counts = (0, 0);
+    for frame in scan.frames.iter().filter(|f| f.header.seq > floor) {
+        counts.0 += 1;
+        counts.1 += format::peek_record_count(scan.payload(&data, frame)).unwrap_or(0) as u64;
+    }
+    counts
+}
+
+/// `fsync = "interval"`: syncs the active segment every `fsync_interval_ms` when something was written.
+fn run_syncer(shared: Arc<Shared>) {
+    let interval = Duration::from_millis(shared.config.fsync_interval_ms.max(1));
+    loop {
+        std::thread::sleep(interval);
+        let closing = shared.closing.load(Ordering::Acquire);
+        let written = shared.written_seq.load(Ordering::Acquire);
+        if written > shared.synced_seq.load(Ordering::Acquire) {
+            let file = lock(&shared.active_file).clone();
+            if let Some(file) = file {
+                let started = Instant::now();
+                match file.sync_data() {
+                    Ok(()) => shared.synced_seq.store(written, Ordering::Release),
+                    Err(error) => tracing::error!(%error, "spool fsync failed"),
+                }
+                shared
+                    .metrics
+                    .fsync_seconds
+                    .observe(started.elapsed().as_secs_f64());
+            }
+        }
+        if closing {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

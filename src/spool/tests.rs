@@ -1,0 +1,306 @@
+//! Unit tests of the spool without Kafka: log format, recovery, group commit, room
+//! accounting and segment deletion.
+
+use super::*;
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let nanos = now_ns();
+        let dir = std::env::temp_dir().join(format!(
+            "influx-tee-spool-{name}-{}-{nanos}",
+            std::process::id()
+        ));
+        fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn config(dir: &Path, fsync: FsyncMode) -> SpoolConfig {
+    SpoolConfig {
+        dir: dir.to_owned(),
+        fsync,
+        ..SpoolConfig::default()
+    }
+}
+
+fn entry(i: usize) -> EncodedEntry {
+    let value = format!("cpu,host=h{i} v={i}i {i}");
+    let key = format!("cpu,host=h{i}");
+    EncodedEntry::from_records(
+        || {
+            [
+                ("topic-a", Some(key.as_bytes()), value.as_bytes()),
+                ("topic-b", None, value.as_bytes()),
+            ]
+            .into_iter()
+        },
+        &[("db", "d"), ("request-id", "r")],
+    )
+}
+
+fn read_all(spool: &Spool, from: u64) -> Vec<Entry> {
+    let mut reader = shipper::Reader::new(from);
+    let mut entries = Vec::new();
+    while let Some(entry) = reader.next(&spool.shared).unwrap() {
+        entries.push(entry);
+    }
+    entries
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn entry_roundtrips_records_and_headers() {
+    let mut encoded = entry(7);
+    encoded.seal(42, 1234);
+    let header = format::FrameHeader::parse(encoded.bytes[..FRAME].try_into().unwrap());
+    let payload = encoded.bytes[FRAME..].to_vec();
+    assert!(header.checks(&payload));
+    assert_eq!(format::peek_record_count(&payload).unwrap(), 2);
+    let decoded = Entry::decode(&header, payload).unwrap();
+    assert_eq!((decoded.seq, decoded.appended_at_ns), (42, 1234));
+    assert_eq!(decoded.header("db"), Some("d"));
+    let records: Vec<_> = decoded
+        .records()
+        .map(|r| {
+            (
+                r.topic.to_owned(),
+                r.key.map(<[u8]>::to_vec),
+                r.value.to_vec(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        records[0],
+        (
+            "topic-a".into(),
+            Some(b"cpu,host=h7".to_vec()),
+            b"cpu,host=h7 v=7i 7".to_vec()
+        )
+    );
+    assert_eq!(
+        records[1],
+        ("topic-b".into(), None, b"cpu,host=h7 v=7i 7".to_vec())
+    );
+}
+
+const FRAME: usize = format::FRAME_HEADER;
+
+#[test]
+fn appends_survive_reopen_in_order() {
+    let dir = TempDir::new("reopen");
+    let rt = runtime();
+    for fsync in [FsyncMode::Always, FsyncMode::Interval, FsyncMode::Never] {
+        let _ = fs::remove_dir_all(&dir.0);
+        let spool =
+            Spool::open(&config(&dir.0, fsync), &prometheus::Registry::new(), None).unwrap();
+        let seqs: Vec<u64> = rt.block_on(async {
+            let mut seqs = Vec::new();
+            for i in 0..20 {
+                seqs.push(spool.append(entry(i)).await.unwrap());
+            }
+            spool.close(Duration::ZERO).await;
+            seqs
+        });
+        assert_eq!(seqs, (1..=20).collect::<Vec<_>>());
+        drop(spool);
+        let spool =
+            Spool::open(&config(&dir.0, fsync), &prometheus::Registry::new(), None).unwrap();
+        assert_eq!(spool.recovery.unacked_entries, 20, "{fsync:?}");
+        assert_eq!(spool.recovery.unacked_records, 40);
+        assert_eq!(spool.recovery.skipped_regions, 0);
+        let entries = read_all(&spool, 1);
+        assert_eq!(
+            entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            (1..=20).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            entries[3].records().next().unwrap().value,
+            b"cpu,host=h3 v=3i 3"
+        );
+        // New entries continue the sequence.
+        let next = rt.block_on(spool.append(entry(99))).unwrap();
+        assert_eq!(next, 21);
+    }
+}
+
+#[test]
+fn second_process_on_the_same_dir_is_refused() {
+    let dir = TempDir::new("lock");
+    let _first = Spool::open(
+        &config(&dir.0, FsyncMode::Never),
+        &prometheus::Registry::new(),
+        None,
+    )
+    .unwrap();
+    let second = Spool::open(
+        &config(&dir.0, FsyncMode::Never),
+        &prometheus::Registry::new(),
+        None,
+    );
+    assert!(matches!(second, Err(SpoolError::Locked(_))));
+}
+
+#[test]
+fn torn_and_corrupt_tail_keeps_every_intact_entry() {
+    let dir = TempDir::new("torn");
+    let rt = runtime();
+    let spool = Spool::open(
+        &config(&dir.0, FsyncMode::Always),
+        &prometheus::Registry::new(),
+        None,
+    )
+    .unwrap();
+    rt.block_on(async {
+        for i in 0..10 {
+            spool.append(entry(i)).await.unwrap();
+        }
+        spool.close(Duration::ZERO).await;
+    });
+    drop(spool);
+    let (_, path) = segment::list_segments(&dir.0).unwrap().pop().unwrap();
+    let mut data = fs::read(&path).unwrap();
+    // A crash mid-write: the last frame is torn, and a flipped byte in the 9th frame.
+    data.truncate(data.len() - 7);
+    let ninth = segment::scan(&data, 0).frames[8].offset;
+    data[ninth + FRAME + 2] ^= 0x55;
+    fs::write(&path, &data).unwrap();
+
+    let registry = prometheus::Registry::new();
+    let spool = Spool::open(&config(&dir.0, FsyncMode::Always), &registry, None).unwrap();
+    assert_eq!(spool.recovery.unacked_entries, 8);
+    assert!(spool.recovery.skipped_regions >= 1);
+    assert!(spool.recovery.skipped_bytes > 0);
+    assert_eq!(
+        spool.metrics().recovery_skipped_bytes.get() as u64,
+        spool.recovery.skipped_bytes
+    );
+    let seqs: Vec<u64> = read_all(&spool, 1).iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=8).collect::<Vec<_>>());
+    // The damaged segment was rewritten clean; the next start finds nothing to skip.
+    assert_eq!(rt.block_on(spool.append(entry(100))).unwrap(), 9);
+    rt.block_on(spool.close(Duration::ZERO));
+    drop(spool);
+    let stat = stat(&dir.0).unwrap();
+    assert_eq!(stat.skipped_regions, 0);
+    assert_eq!(stat.unacked_entries, 9);
+}
+
+#[test]
+fn concurrent_writes_share_one_group_commit() {
+    let dir = TempDir::new("group");
+    let spool = Spool::open(
+        &config(&dir.0, FsyncMode::Always),
+        &prometheus::Registry::new(),
+        None,
+    )
+    .unwrap();
+    // Queue 30 writes before a second appender runs once, so they form one group.
+    let (sender, receiver) = mpsc::channel();
+    let mut answers = Vec::new();
+    for i in 0..30 {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        sender
+            .send(AppendRequest {
+                entry: entry(i),
+                reply,
+            })
+            .unwrap();
+        answers.push(answer);
+    }
+    drop(sender);
+    let fsyncs_before = spool.metrics().fsync_seconds.get_sample_count();
+    let appender = Appender {
+        shared: spool.shared.clone(),
+        file: None,
+        active_len: 0,
+        buf: Vec::new(),
+    };
+    appender.run(receiver);
+    let seqs: Vec<u64> = answers
+        .into_iter()
+        .map(|a| a.blocking_recv().unwrap().unwrap())
+        .collect();
+    assert_eq!(seqs, (1..=30).collect::<Vec<_>>());
+    // One fsync for the new segment's data, one for the final sync at shutdown.
+    let fsyncs = spool.metrics().fsync_seconds.get_sample_count() - fsyncs_before;
+    assert!(fsyncs <= 2, "{fsyncs} fsyncs for one group");
+    assert_eq!(read_all(&spool, 1).len(), 30);
+}
+
+#[test]
+fn reject_mode_refuses_when_full_and_frees_room_after_deletion() {
+    let dir = TempDir::new("reject");
+    let rt = runtime();
+    let mut config = config(&dir.0, FsyncMode::Never);
+    config.max_bytes = 64 * 1024;
+    let spool = Spool::open(&config, &prometheus::Registry::new(), None).unwrap();
+    let mut accepted = 0;
+    loop {
+        match spool.reserve(200) {
+            Ok(_room) => {
+                rt.block_on(spool.append(entry(accepted))).unwrap();
+                accepted += 1;
+            }
+            Err(SpoolError::Full { .. }) => break,
+            Err(other) => panic!("{other}"),
+        }
+        assert!(accepted < 10_000, "never full");
+    }
+    assert!(spool.shared.bytes.load(Ordering::Acquire) <= config.max_bytes);
+    assert_eq!(spool.metrics().rejected_writes.get(), 1);
+    let segments = lock(&spool.shared.state).segments.len();
+    assert!(segments > 2, "{segments} segments");
+    // Kafka acknowledged everything: closed segments go, room comes back.
+    let last = spool.last_seq();
+    spool.shared.committed.store(last, Ordering::Release);
+    shipper::delete_acked(&spool.shared, last);
+    assert_eq!(lock(&spool.shared.state).segments.len(), 1);
+    assert!(spool.reserve(200).is_ok());
+}
+
+#[test]
+fn drop_oldest_deletes_old_segments_and_counts_what_was_never_shipped() {
+    let dir = TempDir::new("drop");
+    let rt = runtime();
+    let mut config = config(&dir.0, FsyncMode::Never);
+    config.max_bytes = 64 * 1024;
+    config.when_full = WhenFull::DropOldest;
+    let spool = Spool::open(&config, &prometheus::Registry::new(), None).unwrap();
+    let writes = 2000;
+    rt.block_on(async {
+        for i in 0..writes {
+            spool.reserve(200).unwrap();
+            spool.append(entry(i)).await.unwrap();
+        }
+    });
+    let dropped = spool
+        .metrics()
+        .records_total
+        .with_label_values(&["dropped"])
+        .get();
+    assert!(dropped > 0);
+    assert!(spool.shared.bytes.load(Ordering::Acquire) <= config.max_bytes);
+    // What is left plus what was dropped is everything that was written.
+    let left: u64 = read_all(&spool, 1)
+        .iter()
+        .map(|e| e.record_count() as u64)
+        .sum();
+    assert_eq!(left + dropped, 2 * writes as u64);
+    assert_eq!(spool.metrics().records.get() as u64, left);
+    // The survivors are the newest.
+    assert_eq!(read_all(&spool, 1).last().unwrap().seq, writes as u64);
+}
