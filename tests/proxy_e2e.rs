@@ -670,3 +670,61 @@ async fn python_influxdb_client_writes_through_the_proxy() {
     );
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_pass_through_and_rejected_writes_are_not_teed() {
+    require_stack().await;
+    let db = unique("auth");
+    let topic = unique("it.auth");
+    let created = http()
+        .post(format!("{}/query", influxdb_auth_url()))
+        .basic_auth(INFLUX_AUTH_USER, Some(INFLUX_AUTH_PASSWORD))
+        .form(&[("q", format!("CREATE DATABASE \"{db}\""))])
+        .send()
+        .await
+        .unwrap();
+    assert!(created.status().is_success(), "InfluxDB with auth at {} is not ready", influxdb_auth_url());
+    let proxy = start_proxy(config(&influxdb_auth_url(), &topic)).await;
+    let write = |body: &'static str| http().post(proxy.url(&format!("/write?db={db}"))).body(body);
+
+    // The Authorization header reaches InfluxDB unchanged.
+    let response = write("sec,via=header v=1 1\n")
+        .basic_auth(INFLUX_AUTH_USER, Some(INFLUX_AUTH_PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    // So do the v1 `u` and `p` parameters.
+    let response = http()
+        .post(proxy.url(&format!("/write?db={db}&u={INFLUX_AUTH_USER}&p={INFLUX_AUTH_PASSWORD}")))
+        .body("sec,via=params v=2 2\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+
+    // Wrong or missing credentials: InfluxDB's own 401, headers and body, and nothing teed.
+    let direct = http()
+        .post(format!("{}/write?db={db}", influxdb_auth_url()))
+        .basic_auth(INFLUX_AUTH_USER, Some("wrong"))
+        .body("sec,via=wrong v=3 3\n")
+        .send()
+        .await
+        .unwrap();
+    let proxied = write("sec,via=wrong v=3 3\n").basic_auth(INFLUX_AUTH_USER, Some("wrong")).send().await.unwrap();
+    assert_eq!(proxied.status(), 401);
+    for header in ["www-authenticate", "x-influxdb-version", "x-influxdb-build", "content-type"] {
+        assert_eq!(proxied.headers().get(header), direct.headers().get(header), "{header}");
+    }
+    assert!(proxied.headers().contains_key("request-id"));
+    assert_eq!(proxied.text().await.unwrap(), direct.text().await.unwrap());
+    let response = write("sec,via=none v=4 4\n").send().await.unwrap();
+    assert_eq!(response.status(), 401);
+
+    let records = kafka_records(&topic, 2, WAIT).await;
+    let mut via: Vec<String> = parse_records(&records).into_iter().map(|p| p.tags["via"].clone()).collect();
+    via.sort();
+    assert_eq!(via, ["header", "params"]);
+    assert_eq!(proxy.metric("influx_tee_points_total{endpoint=\"v1\",outcome=\"not_teed\"}").await, 2.0);
+    proxy.stop().await;
+}

@@ -152,7 +152,6 @@ pub fn config(upstream: &str, topic: &str) -> Config {
     config.kafka.topic = topic.to_owned();
     config.upstream.timeout_ms = 10_000;
     config.kafka.ack_timeout_ms = 10_000;
-    config.spool.dir = std::env::temp_dir().join(unique("influx-tee-spool"));
     config
         .kafka
         .properties
@@ -404,3 +403,12 @@ pub fn venv_python() -> std::path::PathBuf {
     );
     python
 }
+
+/// The InfluxDB 1.x of the stack that has `auth-enabled = true`.
+pub fn influxdb_auth_url() -> String {
+    std::env::var("INFLUX_TEE_TEST_INFLUXDB_AUTH").unwrap_or_else(|_| "http://127.0.0.1:18096".into())
+}
+
+/// The admin credentials `deploy/local/stack` creates on that InfluxDB.
+pub const INFLUX_AUTH_USER: &str = "admin";
+pub const INFLUX_AUTH_PASSWORD: &str = "admin-password";
