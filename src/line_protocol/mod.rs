@@ -126,7 +126,7 @@ impl<'a> Iterator for Lines<'a> {
                 len -= 1;
             }
             let text = &block[lead..len];
-            let result = match scan::parse_point(text, &self.opts) {
+            let result = match scan::parse_point(text, &self.opts, inner_newlines > 0) {
                 Ok(meta) => Ok(Point::new(text, lead, meta)),
                 Err(reason) => Err(ParseError {
                     line: number,
@@ -173,6 +173,7 @@ pub(crate) enum Reason {
     TimeOutsideRange,
     PointIsInvalid,
     LineTooLong,
+    NewlineInName,
 }
 
 impl std::fmt::Display for Reason {
@@ -218,6 +219,7 @@ impl std::fmt::Display for Reason {
             }
             Reason::PointIsInvalid => f.write_str("point is invalid"),
             Reason::LineTooLong => f.write_str("line too long"),
+            Reason::NewlineInName => f.write_str("newline in measurement, tag or field key"),
         }
     }
 }

@@ -117,7 +117,10 @@ impl<'a> Point<'a> {
         }
     }
 
-    fn is_utf8(&self) -> bool {
+    /// Whether the line is valid UTF-8. The server accepts any bytes; when this is false
+    /// the names and strings this type returns are decoded lossily (U+FFFD), so they are
+    /// not exactly what InfluxDB stored and distinct names may read the same.
+    pub fn is_utf8(&self) -> bool {
         self.meta.flags & FLAG_NOT_UTF8 == 0
     }
 

@@ -117,7 +117,14 @@ fn scan_line_slow(input: &[u8], mut i: usize) -> (usize, usize) {
 /// Validates one logical line (`b` starts at the measurement) and returns its offsets.
 ///
 /// Checks run in the server's order, so a line with several faults reports the same one.
-pub(crate) fn parse_point(b: &[u8], opts: &ParseOptions) -> Result<Meta, Reason> {
+///
+/// `may_have_newline` says the logical line spans several physical lines (only then can
+/// a newline sit inside a name).
+pub(crate) fn parse_point(
+    b: &[u8],
+    opts: &ParseOptions,
+    may_have_newline: bool,
+) -> Result<Meta, Reason> {
     if b.len() > u32::MAX as usize {
         return Err(Reason::LineTooLong);
     }
@@ -135,6 +142,9 @@ pub(crate) fn parse_point(b: &[u8], opts: &ParseOptions) -> Result<Meta, Reason>
         }
     } else {
         check_irregular_fields(b, key_end, fields_start, fields_end, opts)?;
+    }
+    if may_have_newline {
+        check_newlines_in_names(b, key_end, fields_start, fields_end)?;
     }
     let timestamp = scan_time(b, fields_end, opts)?;
     let mut flags = flags;
@@ -560,4 +570,46 @@ fn scan_time(b: &[u8], end_of_fields: usize, opts: &ParseOptions) -> Result<Opti
         return Err(Reason::PointIsInvalid);
     }
     Ok(Some(ns))
+}
+
+/// Lines that span several physical lines, where the server's line splitter (which
+/// pairs a backslash with the next byte) and its key scanner (which looks at the byte
+/// before) disagree.
+///
+/// A newline inside a name is kept by the server when a backslash hides it from the
+/// splitter, or when the splitter's quote heuristic (which also counts quotes in the
+/// measurement and tags once it has seen a space) thinks it is inside a string. The
+/// second kind cannot be written back as one line, so such lines are refused; a newline
+/// right after an odd run of backslashes is accepted, as that run is written out again
+/// unchanged. For the same reason a space in the measurement or tags that only the key
+/// scanner sees as escaped (after an even run of backslashes) is refused here.
+#[cold]
+fn check_newlines_in_names(
+    b: &[u8],
+    key_end: usize,
+    fields_start: usize,
+    fields_end: usize,
+) -> Result<(), Reason> {
+    let odd_backslashes_before =
+        |i: usize| b[..i].iter().rev().take_while(|&&c| c == b'\\').count() % 2 == 1;
+    let mut check = |range: std::ops::Range<usize>| -> Result<(), Reason> {
+        for nl in memchr::memchr_iter(b'\n', &b[range.clone()]) {
+            if !odd_backslashes_before(range.start + nl) {
+                return Err(Reason::NewlineInName);
+            }
+        }
+        Ok(())
+    };
+    check(0..key_end)?;
+    if memchr::memchr_iter(b' ', &b[..key_end]).any(|sp| !odd_backslashes_before(sp)) {
+        return Err(Reason::NewlineInName);
+    }
+    let fields = &b[fields_start..fields_end];
+    let mut i = 0;
+    while i < fields.len() {
+        let eq = scan_to_eq(fields, i);
+        check(fields_start + i..fields_start + eq)?;
+        i = scan_field_value(fields, (eq + 1).min(fields.len())) + 1;
+    }
+    Ok(())
 }

@@ -603,3 +603,16 @@ fn irregular_field_sets() {
     // Literal quotes in keys are fine.
     assert_eq!(fields(&one(r#"m a"b=1"#))[0].0, "a\"b");
 }
+
+#[test]
+fn newline_in_a_name_needs_a_backslash() {
+    // A leading space makes the server's line splitter count the measurement's `=` and
+    // `"`, so it keeps reading past the newline. Such a name cannot be written back.
+    let all: Vec<_> = lines(b" a=\"b\nc v=1 \"", ParseOptions::default()).collect();
+    assert_eq!(all.len(), 1);
+    let msg = &all[0].result.as_ref().unwrap_err().message;
+    assert!(
+        msg.ends_with("newline in measurement, tag or field key"),
+        "{msg}"
+    );
+}

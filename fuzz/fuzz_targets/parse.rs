@@ -1,0 +1,106 @@
+//! Feeds arbitrary bytes to the line-protocol parser.
+//!
+//! Parsing must never panic, and every accepted point must come back identical from
+//! serialize -> parse (nanosecond precision, same unsigned setting). Points that are not
+//! valid UTF-8 are only read, not round-tripped: their names are decoded lossily.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+#[allow(dead_code, unused_imports)]
+#[path = "../../src/line_protocol/mod.rs"]
+mod line_protocol;
+
+use line_protocol::{lines, FieldValue, ParseOptions, Point, Precision};
+
+const PRECISIONS: [Precision; 6] = [
+    Precision::Nanosecond,
+    Precision::Microsecond,
+    Precision::Millisecond,
+    Precision::Second,
+    Precision::Minute,
+    Precision::Hour,
+];
+
+/// Everything a point reads back as, with floats compared bit for bit.
+#[derive(Debug, PartialEq)]
+struct Snapshot {
+    measurement: String,
+    tags: Vec<(String, String)>,
+    fields: Vec<(String, String, u64)>,
+    timestamp: Option<i64>,
+}
+
+fn snapshot(p: &Point<'_>) -> Snapshot {
+    let fields = p
+        .fields()
+        .map(|(k, v)| {
+            let (kind, bits) = match &v {
+                FieldValue::Float(f) => ("float".to_owned(), f.to_bits()),
+                FieldValue::Integer(i) => ("integer".to_owned(), *i as u64),
+                FieldValue::Unsigned(u) => ("unsigned".to_owned(), *u),
+                FieldValue::Boolean(b) => ("boolean".to_owned(), u64::from(*b)),
+                FieldValue::String(s) => (format!("string:{s}"), 0),
+            };
+            (k.into_owned(), kind, bits)
+        })
+        .collect();
+    Snapshot {
+        measurement: p.measurement().into_owned(),
+        tags: p
+            .tags()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect(),
+        fields,
+        timestamp: p.timestamp(),
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&mode, input)) = data.split_first() else {
+        return;
+    };
+    let opts = ParseOptions {
+        precision: PRECISIONS[usize::from(mode & 7) % PRECISIONS.len()],
+        allow_unsigned: mode & 8 == 0,
+    };
+    let mut last_number = 0;
+    let mut last_end = 0;
+    for line in lines(input, opts) {
+        assert!(line.number > last_number);
+        assert!(line.span.start >= last_end && line.span.end <= input.len());
+        last_number = line.number;
+        last_end = line.span.end;
+        let Ok(point) = &line.result else { continue };
+        assert!(point.field_set_end() <= line.span.len());
+        let mut key = Vec::new();
+        point.write_series_key(&mut key);
+        assert!(!key.is_empty());
+
+        // Lossily decoded names (not UTF-8) cannot come back identical.
+        if !point.is_utf8() {
+            continue;
+        }
+        let before = snapshot(point);
+        let mut text = Vec::new();
+        point.write_line_protocol(&mut text, point.timestamp());
+        let again_opts = ParseOptions {
+            precision: Precision::Nanosecond,
+            allow_unsigned: opts.allow_unsigned,
+        };
+        let mut again = lines(&text, again_opts);
+        let first = again.next().expect("serialized point yields a line");
+        assert!(
+            again.next().is_none(),
+            "serialized point became several lines: {:?}",
+            String::from_utf8_lossy(&text)
+        );
+        match &first.result {
+            Ok(q) => assert_eq!(before, snapshot(q), "{:?}", String::from_utf8_lossy(&text)),
+            Err(e) => panic!(
+                "serialized point rejected: {e} (from {:?})",
+                String::from_utf8_lossy(&input[line.span.clone()])
+            ),
+        }
+    }
+});
