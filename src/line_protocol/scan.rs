@@ -592,7 +592,7 @@ fn check_newlines_in_names(
 ) -> Result<(), Reason> {
     let odd_backslashes_before =
         |i: usize| b[..i].iter().rev().take_while(|&&c| c == b'\\').count() % 2 == 1;
-    let mut check = |range: std::ops::Range<usize>| -> Result<(), Reason> {
+    let check = |range: std::ops::Range<usize>| -> Result<(), Reason> {
         for nl in memchr::memchr_iter(b'\n', &b[range.clone()]) {
             if !odd_backslashes_before(range.start + nl) {
                 return Err(Reason::NewlineInName);
