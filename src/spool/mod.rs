@@ -201,7 +201,7 @@ pub(crate) struct State {
 pub(crate) struct ShipCursor {
     /// The highest sequence number handed to librdkafka.
     pub sent_seq: u64,
-    /// Entries up to here were dropped before they were sent; the shipper skips them.
+    /// Entries up to here were dropped with their segments; the shipper skips them.
     pub skip_through: u64,
 }
 
@@ -974,13 +974,13 @@ impl Appender {
                     .map(|(f, m)| (*f, m.clone()))
             };
             let Some((first, meta)) = victim else { break };
-            // Entries the shipper already handed to librdkafka still ship; the rest is dropped.
+            // Everything not yet acknowledged counts as dropped, also entries already in
+            // librdkafka's memory: a restart would lose them. Some of those may still
+            // arrive; the metric errs on the side of loss, never hides it.
             let floor = {
                 let mut cursor = lock(&shared.cursor);
                 cursor.skip_through = cursor.skip_through.max(meta.last_seq);
-                cursor
-                    .sent_seq
-                    .max(shared.committed.load(Ordering::Acquire))
+                shared.committed.load(Ordering::Acquire)
             };
             let (entries, records) = if meta.last_seq <= floor {
                 (0, 0)

@@ -348,8 +348,16 @@ impl Session {
             self.committed = front.seq;
             self.inflight_records -= front.records;
             self.inflight_bytes -= front.bytes;
-            shared.committed.store(front.seq, Ordering::Release);
-            shared.set_unacked(-(front.records as i64));
+            // Under the cursor lock, so `drop_oldest` counts an entry as dropped or
+            // sees it committed, never both.
+            let dropped = {
+                let cursor = lock(&shared.cursor);
+                shared.committed.store(front.seq, Ordering::Release);
+                front.seq <= cursor.skip_through
+            };
+            if !dropped {
+                shared.set_unacked(-(front.records as i64));
+            }
             self.inflight.pop_front();
         }
         let age = match self.inflight.front() {
