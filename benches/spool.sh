@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# benches/spool.sh: what the durable spool costs. Write throughput and latency
+# of influx-tee without the spool, with `fsync = "interval"` and with
+# `fsync = "always"`, measured in one run on the local stack.
+#
+# Usage: benches/spool.sh                      (~2-3 min on 2 cores)
+#        UPSTREAMS="none" LINES=5000 benches/spool.sh
+#
+# For each upstream in UPSTREAMS (default "influxdb none"):
+#   influxdb  InfluxDB 1.6 at http://127.0.0.1:18086 answers the writes;
+#   none      Kafka-only gateway (no upstream): nothing hides the proxy's own cost.
+# and each mode (off, interval, always), ROUNDS times in alternating order, it
+# starts target/release/influx-tee with a fresh spool dir, runs the load
+# generator of benches/load.rs (WRITERS concurrent writers x BATCHES batches x
+# LINES lines), waits until Kafka acknowledged every record, stops the proxy,
+# and finally prints a Markdown table plus each mode's throughput relative to
+# `off`. Exits 1 if Kafka got fewer records than points were written.
+#
+# Knobs (defaults): WRITERS=8 BATCHES=40 LINES=1000 WARMUP=2 ROUNDS=2
+#   UPSTREAMS="influxdb none" PROXY_LISTEN=127.0.0.1:18187 PROXY_ADMIN=127.0.0.1:19287
+# Raw JSON results and proxy logs: $OUT_DIR (default: a temp dir, printed).
+# Only loopback addresses are used.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+
+WRITERS=${WRITERS:-8}
+BATCHES=${BATCHES:-40}
+LINES=${LINES:-1000}
+WARMUP=${WARMUP:-2}
+ROUNDS=${ROUNDS:-2}
+UPSTREAMS=${UPSTREAMS:-influxdb none}
+PROXY_LISTEN=${PROXY_LISTEN:-127.0.0.1:18187}
+PROXY_ADMIN=${PROXY_ADMIN:-127.0.0.1:19287}
+KAFKA=127.0.0.1:19092
+INFLUXDB=http://127.0.0.1:18086
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'spool.sh: %s\n' "$*" >&2; exit 1; }
+
+OUT_DIR=${OUT_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/influx-tee-spool-bench.XXXXXX")}
+mkdir -p "$OUT_DIR"
+results="$OUT_DIR/results.jsonl"
+: >"$results"
+proxy_pid=
+
+stop_proxy() {
+  [[ -n $proxy_pid ]] || return 0
+  kill -TERM "$proxy_pid" 2>/dev/null || true
+  for _ in $(seq 300); do
+    kill -0 "$proxy_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$proxy_pid" 2>/dev/null || true
+  wait "$proxy_pid" 2>/dev/null || true
+  proxy_pid=
+}
+trap stop_proxy EXIT
+
+metric() { # name label-substring -> sum of matching samples
+  curl -sf "http://$PROXY_ADMIN/metrics" |
+    awk -v name="$1" -v label="$2" 'index($0, name "{") == 1 && index($0, label) { sum += $NF } END { printf "%d\n", sum }'
+}
+
+log "stack up: kafka influxdb"
+deploy/local/stack up kafka influxdb >&2
+
+log "building influx-tee and the load generator (release)"
+cargo build --release --bin influx-tee >&2
+generator=$(cargo bench --bench load --no-run --message-format=json |
+  jq -r 'select(.reason == "compiler-artifact" and .target.name == "load" and .executable != null) | .executable' |
+  tail -n1)
+[[ -x $generator ]] || die "could not find the compiled load generator"
+cp target/release/influx-tee "$OUT_DIR/influx-tee"
+cp "$generator" "$OUT_DIR/load"
+
+run() { # upstream mode round
+  local upstream=$1 mode=$2 round=$3 db="spool_bench_$2" url spool_block
+  local dir="$OUT_DIR/spool-$upstream-$mode-$round"
+  case $upstream in
+    influxdb)
+      url=$INFLUXDB
+      for q in "DROP DATABASE $db" "CREATE DATABASE $db"; do
+        curl -sf -XPOST "$INFLUXDB/query" --data-urlencode "q=$q" >/dev/null || die "InfluxDB refused: $q"
+      done
+      ;;
+    none) url=none ;;
+    *) die "unknown upstream $upstream" ;;
+  esac
+  case $mode in
+    off) spool_block="enabled = false" ;;
+    *) spool_block="enabled = true
+dir = \"$dir\"
+fsync = \"$mode\"" ;;
+  esac
+  cat >"$OUT_DIR/config.toml" <<EOF
+listen = "$PROXY_LISTEN"
+admin_listen = "$PROXY_ADMIN"
+[upstream]
+url = "$url"
+[kafka]
+brokers = "$KAFKA"
+topic = "spool_bench.{bucket}"
+format = "line"
+[spool]
+$spool_block
+[log]
+level = "warn"
+EOF
+  "$OUT_DIR/influx-tee" serve -c "$OUT_DIR/config.toml" >>"$OUT_DIR/proxy.log" 2>&1 &
+  proxy_pid=$!
+  local ready=
+  for _ in $(seq 300); do
+    kill -0 "$proxy_pid" 2>/dev/null || { tail -n 20 "$OUT_DIR/proxy.log" >&2; die "the proxy exited"; }
+    if [[ $(curl -s -o /dev/null -w '%{http_code}' "http://$PROXY_ADMIN/metrics") == 200 ]]; then
+      ready=1
+      break
+    fi
+    sleep 0.1
+  done
+  [[ -n $ready ]] || die "the proxy did not start"
+  log "$upstream / spool $mode / round $round: $WRITERS writers x $BATCHES batches x $LINES lines"
+  local out
+  out=$("$OUT_DIR/load" --url "http://$PROXY_LISTEN/write?db=$db" --label "$mode" \
+    --writers "$WRITERS" --batches "$BATCHES" --lines "$LINES" --warmup "$WARMUP" --json) ||
+    die "the $mode run failed"
+  grep -v '^{' <<<"$out" >&2 || true
+  local expected=$((WRITERS * (BATCHES + WARMUP) * LINES)) delivered=0
+  for _ in $(seq 600); do
+    delivered=$(metric influx_tee_kafka_records_total 'outcome="delivered"')
+    ((delivered >= expected)) && break
+    sleep 0.1
+  done
+  local fsyncs
+  fsyncs=$(curl -sf "http://$PROXY_ADMIN/metrics" | awk '/^influx_tee_spool_fsync_duration_seconds_count/ { print $NF }')
+  stop_proxy
+  ((delivered >= expected)) || die "$upstream/$mode: Kafka acknowledged $delivered of $expected records"
+  grep '^{' <<<"$out" |
+    jq -c --arg upstream "$upstream" --argjson round "$round" --argjson fsyncs "${fsyncs:-0}" \
+      '. + {upstream: $upstream, round: $round, fsyncs: $fsyncs}' >>"$results"
+  rm -rf "$dir"
+}
+
+for upstream in $UPSTREAMS; do
+  for round in $(seq "$ROUNDS"); do
+    if ((round % 2)); then order=(off interval always); else order=(always interval off); fi
+    for mode in "${order[@]}"; do run "$upstream" "$mode" "$round"; done
+  done
+done
+
+echo
+echo "### influx-tee spool bench: $WRITERS writers x $BATCHES batches x $LINES lines, $ROUNDS rounds, $(nproc) CPUs"
+echo
+echo "| upstream | spool | points | points/s | vs off | p50 ms | p99 ms | max ms | fsyncs |"
+echo "|---|---|---|---|---|---|---|---|---|"
+jq -rs '
+  group_by(.upstream)[] as $u
+  | ($u | map(select(.label == "off")) | (map(.points) | add) / (map(.seconds) | add)) as $off
+  | ($u | group_by(.label) | sort_by(({off: 0, interval: 1, always: 2})[.[0].label]))[]
+  | ((map(.points) | add) / (map(.seconds) | add)) as $rate
+  | "| \(.[0].upstream) | \(.[0].label) | \(map(.points) | add) | \($rate | round) | \($rate / $off * 100 | round)% | \(map(.p50_ms) | add / length * 100 | round / 100) | \(map(.p99_ms) | add / length * 100 | round / 100) | \(map(.max_ms) | max * 10 | round / 10) | \(map(.fsyncs) | add) |"
+' "$results"
+echo
+echo "- points/s: total points / total wall time over the rounds; p50/p99: mean over the rounds; every record reached Kafka"
+echo "- raw results: $results; proxy log: $OUT_DIR/proxy.log"
