@@ -68,6 +68,8 @@ pub struct UpstreamConfig {
     pub retry_after_seconds: u32,
     /// How often the upstream's version is read again from `/ping`.
     pub version_probe_interval_ms: u64,
+    /// Add `X-Forwarded-For` and `Forwarded` naming the client to forwarded requests.
+    pub forwarded_headers: bool,
 }
 
 impl Default for UpstreamConfig {
@@ -80,6 +82,7 @@ impl Default for UpstreamConfig {
             pool_idle_timeout_ms: 90_000,
             retry_after_seconds: 5,
             version_probe_interval_ms: 60_000,
+            forwarded_headers: true,
         }
     }
 }

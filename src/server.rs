@@ -111,10 +111,15 @@ pub async fn run(
     let admin = axum::serve(admin_listener, admin_router(pipeline.clone()))
         .with_graceful_shutdown(stopped(stop_rx.clone()));
     let admin = tokio::spawn(async move { admin.await });
-    axum::serve(listener, client_router(pipeline.clone()))
-        .with_graceful_shutdown(stopped(stop_rx))
-        .await
-        .context("client listener")?;
+    axum::serve(
+        listener,
+        // The client's address feeds `X-Forwarded-For` and `Forwarded`.
+        client_router(pipeline.clone())
+            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(stopped(stop_rx))
+    .await
+    .context("client listener")?;
     let unsent = pipeline
         .producer
         .flush(Duration::from_millis(config.kafka.flush_timeout_ms))

@@ -1,7 +1,8 @@
 //! The real InfluxDB behind the proxy: a pooled hyper client with timeouts, header
 //! hygiene for forwarding, and the `/ping` probe that tells which server it is.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -58,6 +59,9 @@ pub struct Upstream {
     timeout: Duration,
     configured_api: UpstreamApi,
     detected_api: AtomicU8,
+    /// A 1.x upstream of 1.8 or later also serves `/api/v2/write`.
+    v1_serves_v2_write: AtomicBool,
+    forwarded_headers: bool,
     identity: RwLock<UpstreamIdentity>,
 }
 
@@ -86,6 +90,8 @@ impl Upstream {
             timeout: Duration::from_millis(config.timeout_ms),
             configured_api: config.api,
             detected_api: AtomicU8::new(API_UNKNOWN),
+            v1_serves_v2_write: AtomicBool::new(false),
+            forwarded_headers: config.forwarded_headers,
             identity: RwLock::new(UpstreamIdentity::default()),
         }))
     }
@@ -176,6 +182,13 @@ impl Upstream {
             _ => API_UNKNOWN,
         };
         self.detected_api.store(api, Ordering::Relaxed);
+        let serves_v2_write = identity
+            .version
+            .as_deref()
+            .and_then(v1_minor)
+            .is_some_and(|minor| minor >= 8);
+        self.v1_serves_v2_write
+            .store(serves_v2_write, Ordering::Relaxed);
         if let Ok(mut current) = self.identity.write() {
             *current = identity.clone();
         }
@@ -194,6 +207,53 @@ impl Upstream {
         }
     }
 
+    /// Whether v2 writes must be sent as v1 `/write`: InfluxDB 1.x before 1.8 has no
+    /// `/api/v2/write`.
+    pub fn translates_v2_writes(&self) -> bool {
+        match self.configured_api {
+            UpstreamApi::V1 => !self.v1_serves_v2_write.load(Ordering::Relaxed),
+            UpstreamApi::Auto => {
+                self.detected_api.load(Ordering::Relaxed) == API_V1
+                    && !self.v1_serves_v2_write.load(Ordering::Relaxed)
+            }
+            UpstreamApi::V2 | UpstreamApi::V3 => false,
+        }
+    }
+
+    /// Adds `X-Forwarded-For` and `Forwarded` for the client, if configured.
+    pub fn add_forwarded(&self, headers: &mut HeaderMap, client: Option<SocketAddr>) {
+        let Some(client) = client.filter(|_| self.forwarded_headers) else {
+            return;
+        };
+        let ip = client.ip();
+        let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(earlier) => format!("{earlier}, {ip}"),
+            None => ip.to_string(),
+        };
+        let node = if ip.is_ipv6() {
+            format!("\"[{ip}]\"")
+        } else {
+            ip.to_string()
+        };
+        let mut forwarded = format!("for={node};proto=http");
+        if let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) {
+            forwarded.push_str(";host=\"");
+            forwarded.push_str(host);
+            forwarded.push('"');
+        }
+        if let Some(earlier) = headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
+            forwarded = format!("{earlier}, {forwarded}");
+        }
+        for (name, value) in [
+            (HeaderName::from_static("x-forwarded-for"), xff),
+            (header::FORWARDED, forwarded),
+        ] {
+            if let Ok(value) = value.parse() {
+                headers.insert(name, value);
+            }
+        }
+    }
+
     /// Whether the upstream stores `u`-suffixed unsigned integers (1.x OSS builds refuse them).
     pub fn accepts_unsigned(&self) -> bool {
         self.api() != UpstreamApi::V1
@@ -202,6 +262,15 @@ impl Upstream {
     pub fn identity(&self) -> UpstreamIdentity {
         self.identity.read().map(|i| i.clone()).unwrap_or_default()
     }
+}
+
+/// The minor version of a `1.x` version string such as `1.6.7~rc0` or `1.8.10`.
+fn v1_minor(version: &str) -> Option<u32> {
+    let rest = version.strip_prefix("1.")?;
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn connect_error(error: hyper_util::client::legacy::Error) -> UpstreamError {
@@ -258,6 +327,27 @@ mod tests {
         strip_hop_by_hop(&mut headers);
         assert_eq!(headers.len(), 1);
         assert!(headers.contains_key(header::AUTHORIZATION));
+    }
+
+    #[test]
+    fn reads_1x_minor_versions() {
+        assert_eq!(v1_minor("1.6.7~rc0"), Some(6));
+        assert_eq!(v1_minor("1.8.10"), Some(8));
+        assert_eq!(v1_minor("v2.7.1"), None);
+    }
+
+    #[test]
+    fn adds_forwarded_headers() {
+        let upstream = Upstream::new(&UpstreamConfig::default()).unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, "proxy:8086".parse().unwrap());
+        headers.insert("x-forwarded-for", "10.0.0.1".parse().unwrap());
+        upstream.add_forwarded(&mut headers, Some("127.0.0.1:5000".parse().unwrap()));
+        assert_eq!(headers["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        assert_eq!(
+            headers[header::FORWARDED],
+            "for=127.0.0.1;proto=http;host=\"proxy:8086\""
+        );
     }
 
     #[test]

@@ -683,9 +683,17 @@ async fn credentials_pass_through_and_rejected_writes_are_not_teed() {
         .send()
         .await
         .unwrap();
-    assert!(created.status().is_success(), "InfluxDB with auth at {} is not ready", influxdb_auth_url());
+    assert!(
+        created.status().is_success(),
+        "InfluxDB with auth at {} is not ready",
+        influxdb_auth_url()
+    );
     let proxy = start_proxy(config(&influxdb_auth_url(), &topic)).await;
-    let write = |body: &'static str| http().post(proxy.url(&format!("/write?db={db}"))).body(body);
+    let write = |body: &'static str| {
+        http()
+            .post(proxy.url(&format!("/write?db={db}")))
+            .body(body)
+    };
 
     // The Authorization header reaches InfluxDB unchanged.
     let response = write("sec,via=header v=1 1\n")
@@ -696,7 +704,9 @@ async fn credentials_pass_through_and_rejected_writes_are_not_teed() {
     assert_eq!(response.status(), 204);
     // So do the v1 `u` and `p` parameters.
     let response = http()
-        .post(proxy.url(&format!("/write?db={db}&u={INFLUX_AUTH_USER}&p={INFLUX_AUTH_PASSWORD}")))
+        .post(proxy.url(&format!(
+            "/write?db={db}&u={INFLUX_AUTH_USER}&p={INFLUX_AUTH_PASSWORD}"
+        )))
         .body("sec,via=params v=2 2\n")
         .send()
         .await
@@ -711,10 +721,23 @@ async fn credentials_pass_through_and_rejected_writes_are_not_teed() {
         .send()
         .await
         .unwrap();
-    let proxied = write("sec,via=wrong v=3 3\n").basic_auth(INFLUX_AUTH_USER, Some("wrong")).send().await.unwrap();
+    let proxied = write("sec,via=wrong v=3 3\n")
+        .basic_auth(INFLUX_AUTH_USER, Some("wrong"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(proxied.status(), 401);
-    for header in ["www-authenticate", "x-influxdb-version", "x-influxdb-build", "content-type"] {
-        assert_eq!(proxied.headers().get(header), direct.headers().get(header), "{header}");
+    for header in [
+        "www-authenticate",
+        "x-influxdb-version",
+        "x-influxdb-build",
+        "content-type",
+    ] {
+        assert_eq!(
+            proxied.headers().get(header),
+            direct.headers().get(header),
+            "{header}"
+        );
     }
     assert!(proxied.headers().contains_key("request-id"));
     assert_eq!(proxied.text().await.unwrap(), direct.text().await.unwrap());
@@ -722,9 +745,113 @@ async fn credentials_pass_through_and_rejected_writes_are_not_teed() {
     assert_eq!(response.status(), 401);
 
     let records = kafka_records(&topic, 2, WAIT).await;
-    let mut via: Vec<String> = parse_records(&records).into_iter().map(|p| p.tags["via"].clone()).collect();
+    let mut via: Vec<String> = parse_records(&records)
+        .into_iter()
+        .map(|p| p.tags["via"].clone())
+        .collect();
     via.sort();
     assert_eq!(via, ["header", "params"]);
-    assert_eq!(proxy.metric("influx_tee_points_total{endpoint=\"v1\",outcome=\"not_teed\"}").await, 2.0);
+    assert_eq!(
+        proxy
+            .metric("influx_tee_points_total{endpoint=\"v1\",outcome=\"not_teed\"}")
+            .await,
+        2.0
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v2_writes_are_translated_for_influxdb_before_1_8() {
+    require_stack().await;
+    let db = unique("v2on1");
+    let topic = unique("it.v2on1");
+    create_database(&db).await;
+    let proxy = start_proxy(config(&influxdb_url(), &topic)).await;
+    let write = |query: String, body: &'static str| {
+        http()
+            .post(proxy.url(&format!("/api/v2/write?{query}")))
+            .body(body)
+    };
+
+    let response = write(
+        format!("org=o&bucket={db}/autogen&precision=s"),
+        "tr,k=a v=1i 1700000000\n",
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 204);
+    // A bad line: InfluxDB 1.x stores the good one, and says so in the v2 dialect.
+    let response = write(
+        format!("org=o&bucket={db}"),
+        "tr,k=b v=2i 1700000001000000000\ntr,k=c v=1.1.1\n",
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 400);
+    let error: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(error["code"], "invalid");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("partial write"),
+        "{error}"
+    );
+    // A bucket that does not exist: InfluxDB's 404, in the v2 dialect.
+    let response = write("org=o&bucket=no_such_db".into(), "tr v=1\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    let error: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(error["code"], "not found");
+
+    let records = kafka_records(&topic, 2, WAIT).await;
+    let teed = parse_records(&records);
+    assert_same_points(&influx_rows(&db, "tr").await, &teed);
+    assert!(teed.iter().any(|p| p.time == 1_700_000_000_000_000_000));
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v2_token_credentials_reach_influxdb_1x_as_user_and_password() {
+    require_stack().await;
+    let db = unique("v2auth");
+    let topic = unique("it.v2auth");
+    let created = http()
+        .post(format!("{}/query", influxdb_auth_url()))
+        .basic_auth(INFLUX_AUTH_USER, Some(INFLUX_AUTH_PASSWORD))
+        .form(&[("q", format!("CREATE DATABASE \"{db}\""))])
+        .send()
+        .await
+        .unwrap();
+    assert!(created.status().is_success());
+    let proxy = start_proxy(config(&influxdb_auth_url(), &topic)).await;
+    let url = proxy.url(&format!("/api/v2/write?org=o&bucket={db}"));
+    let token = format!("Token {INFLUX_AUTH_USER}:{INFLUX_AUTH_PASSWORD}");
+    let response = http()
+        .post(&url)
+        .header("Authorization", token)
+        .body("ok v=1 1\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    let wrong = format!("Token {INFLUX_AUTH_USER}:wrong");
+    let response = http()
+        .post(&url)
+        .header("Authorization", wrong)
+        .body("no v=1 2\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let error: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(error["code"], "unauthorized");
+    let records = kafka_records(&topic, 1, WAIT).await;
+    assert_eq!(records.len(), 1);
+    assert!(records[0].value_str().starts_with("ok "));
     proxy.stop().await;
 }

@@ -59,16 +59,6 @@ impl ProxyError {
         }
     }
 
-    /// InfluxDB 2.x's error code for the status.
-    fn v2_code(&self) -> &'static str {
-        match self.status() {
-            StatusCode::PAYLOAD_TOO_LARGE => "request too large",
-            StatusCode::BAD_REQUEST => "invalid",
-            StatusCode::SERVICE_UNAVAILABLE => "unavailable",
-            _ => "internal error",
-        }
-    }
-
     /// Whether a client should retry later, and so gets `Retry-After`.
     fn retryable(&self) -> bool {
         self.status() == StatusCode::SERVICE_UNAVAILABLE
@@ -82,7 +72,7 @@ impl ProxyError {
             .status(status)
             .header(header::CONTENT_TYPE, "application/json; charset=utf-8");
         let body = match dialect {
-            Dialect::V2 => serde_json::json!({ "code": self.v2_code(), "message": message }),
+            Dialect::V2 => serde_json::json!({ "code": v2_code(status), "message": message }),
             Dialect::V1 => {
                 if let Ok(value) = HeaderValue::from_str(&message) {
                     builder = builder.header("X-Influxdb-Error", value);
@@ -100,6 +90,23 @@ impl ProxyError {
             *fallback.status_mut() = status;
             fallback
         })
+    }
+}
+
+/// InfluxDB 2.x's error code for an HTTP status.
+pub fn v2_code(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "invalid",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not found",
+        405 => "method not allowed",
+        409 => "conflict",
+        413 => "request too large",
+        422 => "unprocessable entity",
+        429 => "too many requests",
+        503 => "unavailable",
+        _ => "internal error",
     }
 }
 

@@ -10,7 +10,7 @@ use http::header;
 
 use super::error::{Dialect, ProxyError};
 use crate::upstream::strip_hop_by_hop;
-use crate::write::{request_id, WritePipeline, REQUEST_ID_HEADER};
+use crate::write::{client_address, request_id, WritePipeline, REQUEST_ID_HEADER};
 
 pub async fn forward(
     State(pipeline): State<Arc<WritePipeline>>,
@@ -43,6 +43,7 @@ pub async fn forward(
     };
     parts.uri = uri;
     strip_hop_by_hop(&mut parts.headers);
+    upstream.add_forwarded(&mut parts.headers, client_address(&parts.extensions));
     parts.headers.remove(header::HOST);
     if let Ok(value) = id.parse() {
         parts.headers.entry(REQUEST_ID_HEADER).or_insert(value);

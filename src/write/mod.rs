@@ -4,6 +4,7 @@
 pub mod accepted;
 pub mod request;
 pub mod stamp;
+pub mod translate;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -159,6 +160,7 @@ impl WritePipeline {
                     body.raw.clone()
                 };
                 let upstream_started = Instant::now();
+                let translate = dialect == Dialect::V2 && upstream.translates_v2_writes();
                 let answer = self
                     .forward(
                         upstream,
@@ -166,6 +168,7 @@ impl WritePipeline {
                         forward_body,
                         stamp && body.gzipped,
                         request_id,
+                        translate.then_some(&target),
                     )
                     .await;
                 self.metrics
@@ -220,17 +223,24 @@ impl WritePipeline {
         body: Bytes,
         decompressed: bool,
         request_id: &str,
+        translate_to_v1: Option<&WriteTarget>,
     ) -> Result<BufferedResponse, ProxyError> {
-        let path_and_query = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
+        let mut headers = parts.headers.clone();
+        let translated_path =
+            translate_to_v1.map(|target| translate::v1_write_path(target, &mut headers));
+        let path_and_query = match &translated_path {
+            Some(path) => path.as_str(),
+            None => parts
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/"),
+        };
         let uri = upstream
             .uri_for(path_and_query)
             .map_err(|e| ProxyError::UpstreamUnavailable(e.to_string()))?;
-        let mut headers = parts.headers.clone();
         strip_hop_by_hop(&mut headers);
+        upstream.add_forwarded(&mut headers, client_address(&parts.extensions));
         headers.remove(header::HOST);
         headers.remove(header::CONTENT_LENGTH);
         if decompressed {
@@ -243,14 +253,18 @@ impl WritePipeline {
         *request.method_mut() = parts.method.clone();
         *request.uri_mut() = uri;
         *request.headers_mut() = headers;
-        upstream.send_buffered(request).await.map_err(|error| {
+        let mut answer = upstream.send_buffered(request).await.map_err(|error| {
             self.metrics
                 .upstream_errors
                 .with_label_values(&[error.reason()])
                 .inc();
             tracing::warn!(%error, "upstream unreachable");
             ProxyError::UpstreamUnavailable(error.to_string())
-        })
+        })?;
+        if translate_to_v1.is_some() {
+            translate::error_to_v2(&mut answer);
+        }
+        Ok(answer)
     }
 
     /// Sends the points the upstream stored to Kafka; in `ack = "all"` waits for Kafka too.
@@ -371,6 +385,13 @@ fn relay(answer: BufferedResponse) -> Response<Body> {
     headers.remove(header::CONTENT_LENGTH);
     *response.headers_mut() = headers;
     response
+}
+
+/// The client's address, when the listener records it.
+pub fn client_address(extensions: &http::Extensions) -> Option<std::net::SocketAddr> {
+    extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0)
 }
 
 /// The client's request id, or a new one.

@@ -152,6 +152,8 @@ pub fn config(upstream: &str, topic: &str) -> Config {
     config.kafka.topic = topic.to_owned();
     config.upstream.timeout_ms = 10_000;
     config.kafka.ack_timeout_ms = 10_000;
+    // Every proxy gets its own spool: tests run in parallel.
+    config.spool.dir = std::env::temp_dir().join(unique("influx-tee-spool"));
     config
         .kafka
         .properties
@@ -406,7 +408,8 @@ pub fn venv_python() -> std::path::PathBuf {
 
 /// The InfluxDB 1.x of the stack that has `auth-enabled = true`.
 pub fn influxdb_auth_url() -> String {
-    std::env::var("INFLUX_TEE_TEST_INFLUXDB_AUTH").unwrap_or_else(|_| "http://127.0.0.1:18096".into())
+    std::env::var("INFLUX_TEE_TEST_INFLUXDB_AUTH")
+        .unwrap_or_else(|_| "http://127.0.0.1:18096".into())
 }
 
 /// The admin credentials `deploy/local/stack` creates on that InfluxDB.
