@@ -17,7 +17,8 @@
 # `off`. Exits 1 if Kafka got fewer records than points were written.
 #
 # Knobs (defaults): WRITERS=8 BATCHES=40 LINES=1000 WARMUP=2 ROUNDS=2
-#   UPSTREAMS="influxdb none" PROXY_LISTEN=127.0.0.1:18187 PROXY_ADMIN=127.0.0.1:19287
+#   UPSTREAMS="influxdb none" PROXY_LISTEN=127.0.0.1:18287 PROXY_ADMIN=127.0.0.1:19387
+# (ports apart from benches/load.sh's, so both can run; a port already answering aborts the run)
 # Raw JSON results and proxy logs: $OUT_DIR (default: a temp dir, printed).
 # Only loopback addresses are used.
 set -euo pipefail
@@ -31,8 +32,8 @@ LINES=${LINES:-1000}
 WARMUP=${WARMUP:-2}
 ROUNDS=${ROUNDS:-2}
 UPSTREAMS=${UPSTREAMS:-influxdb none}
-PROXY_LISTEN=${PROXY_LISTEN:-127.0.0.1:18187}
-PROXY_ADMIN=${PROXY_ADMIN:-127.0.0.1:19287}
+PROXY_LISTEN=${PROXY_LISTEN:-127.0.0.1:18287}
+PROXY_ADMIN=${PROXY_ADMIN:-127.0.0.1:19387}
 KAFKA=127.0.0.1:19092
 INFLUXDB=http://127.0.0.1:18086
 
@@ -108,6 +109,12 @@ $spool_block
 [log]
 level = "warn"
 EOF
+  for addr in "$PROXY_LISTEN" "$PROXY_ADMIN"; do
+    # Another process answering here would be measured instead of ours.
+    if curl -s -o /dev/null --max-time 1 "http://$addr/"; then
+      die "$addr is already in use; set PROXY_LISTEN / PROXY_ADMIN"
+    fi
+  done
   "$OUT_DIR/influx-tee" serve -c "$OUT_DIR/config.toml" >>"$OUT_DIR/proxy.log" 2>&1 &
   proxy_pid=$!
   local ready=
@@ -120,6 +127,8 @@ EOF
     sleep 0.1
   done
   [[ -n $ready ]] || die "the proxy did not start"
+  sleep 0.2
+  kill -0 "$proxy_pid" 2>/dev/null || { tail -n 5 "$OUT_DIR/proxy.log" >&2; die "the proxy exited"; }
   log "$upstream / spool $mode / round $round: $WRITERS writers x $BATCHES batches x $LINES lines"
   local out
   out=$("$OUT_DIR/load" --url "http://$PROXY_LISTEN/write?db=$db" --label "$mode" \
