@@ -590,7 +590,7 @@ async fn full_spool_drops_the_oldest_and_counts_them() {
     let mut config = spool_config(&topic, &dead_address().to_string(), &dir);
     config.spool.max_bytes = 256 * 1024;
     config.spool.when_full = WhenFull::DropOldest;
-    let proxy = start_proxy(config.clone()).await;
+    let proxy = start_proxy(config).await;
 
     let client = http();
     let url = proxy.url(&format!("/write?db={db}"));
@@ -616,10 +616,30 @@ async fn full_spool_drops_the_oldest_and_counts_them() {
     assert!(bytes <= 256.0 * 1024.0, "{bytes} bytes");
     proxy.stop().await;
 
-    config.kafka.brokers = kafka_brokers();
-    let proxy = start_proxy(config).await;
-    wait_drained(&proxy.admin_url("/metrics"), Duration::from_secs(60)).await;
-    proxy.stop().await;
+    // Kafka is back: ship what is left offline, with `influx-tee spool replay`.
+    let replay = Command::new(env!("CARGO_BIN_EXE_influx-tee"))
+        .args([
+            "spool",
+            "replay",
+            "--timeout-seconds",
+            "60",
+            "--kafka-brokers",
+            &kafka_brokers(),
+            "--spool-dir",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let replay_text = String::from_utf8_lossy(&replay.stdout);
+    assert!(
+        replay.status.success(),
+        "{replay_text}\n{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    assert!(
+        replay_text.contains(&format!("{spooled} records shipped")),
+        "{replay_text}"
+    );
     let view = kafka_view(&kafka_records(&topic, spooled, Duration::from_secs(60)).await);
     let influx = influx_ids(&db).await;
     assert_eq!(influx.len() as u64, writes * 50, "InfluxDB has every point");
