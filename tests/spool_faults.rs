@@ -792,3 +792,61 @@ fn frame_offsets(data: &[u8]) -> Vec<usize> {
     }
     offsets
 }
+
+// ---------------------------------------------------------------------------------------
+
+/// A record Kafka refuses for good goes to the dead-letter file and a metric; the
+/// records around it still ship, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn poison_record_is_dead_lettered_and_the_stream_goes_on() {
+    let _serial = SERIAL.lock().await;
+    require_stack().await;
+    let db = unique("spool_poison");
+    let topic = unique("it.spool.poison");
+    create_database(&db).await;
+    let dir = temp_spool("poison");
+    let mut config = spool_config(&topic, &kafka_brokers(), &dir);
+    // Records over 2,000 bytes are too large for this producer: a permanent error.
+    config
+        .kafka
+        .properties
+        .insert("message.max.bytes".into(), "2000".into());
+    let proxy = start_proxy(config).await;
+    let client = http();
+    let url = proxy.url(&format!("/write?db={db}"));
+    let base = now_ns();
+    let big = "x".repeat(3000);
+    for write in 0..5u64 {
+        let mut body = lines(write * 10, 10, base);
+        if write == 2 {
+            body.push_str(&format!(
+                "{MEASUREMENT},id=poison v=0i,s=\"{big}\" {base}\n"
+            ));
+        }
+        let response = post(&client, &url, body).await.unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+    }
+    wait_drained(&proxy.admin_url("/metrics"), Duration::from_secs(60)).await;
+    let dead = proxy
+        .metric("influx_tee_spool_records_total{outcome=\"dead_lettered\"} ")
+        .await;
+    let shipped = proxy
+        .metric("influx_tee_spool_records_total{outcome=\"shipped\"} ")
+        .await;
+    proxy.stop().await;
+    assert_eq!(dead, 1.0);
+    assert_eq!(shipped, 50.0);
+    let letters = std::fs::read_to_string(dir.join("dead-letter.lp")).unwrap();
+    assert!(letters.starts_with("# dead-letter at="), "{letters}");
+    assert!(
+        letters.contains(&format!("topic={topic}")) && letters.contains("tee-id="),
+        "{letters}"
+    );
+    assert!(letters.contains(&big), "the record's value is kept");
+    let view = kafka_view(&kafka_records(&topic, 50, Duration::from_secs(60)).await);
+    assert_eq!(
+        view.ids.keys().copied().collect::<Vec<_>>(),
+        (0..50).collect::<Vec<_>>()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
