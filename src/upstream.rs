@@ -45,6 +45,90 @@ pub struct BufferedResponse {
     pub body: Bytes,
 }
 
+impl BufferedResponse {
+    /// The body as text the proxy can read: InfluxDB gzips its answers to clients that
+    /// accept gzip, and a write's verdict is in that body.
+    pub fn decoded_body(&self) -> std::borrow::Cow<'_, [u8]> {
+        let gzipped = self
+            .headers
+            .get(header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("gzip") || v.eq_ignore_ascii_case("x-gzip"));
+        if !gzipped {
+            return std::borrow::Cow::Borrowed(&self.body);
+        }
+        // Error answers are small; a bigger or broken one is read as empty, i.e. "no verdict".
+        crate::http::body::gunzip_capped(&self.body, 1024 * 1024)
+            .map(|bytes| std::borrow::Cow::Owned(bytes.to_vec()))
+            .unwrap_or_default()
+    }
+}
+
+impl BufferedResponse {
+    /// The error message of an InfluxDB answer: `error` (v1) or `message` (v2) in a JSON
+    /// body, or in a MessagePack one, which 1.x sends to clients that accept it (the
+    /// Python `influxdb` client does).
+    pub fn error_message(&self) -> Option<String> {
+        let body = self.decoded_body();
+        let msgpack = self
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("msgpack"));
+        if msgpack {
+            return msgpack_map_str(&body, &["error", "message"]);
+        }
+        let value: serde_json::Value = serde_json::from_slice(&body).ok()?;
+        value
+            .get("error")
+            .or_else(|| value.get("message"))?
+            .as_str()
+            .map(str::to_owned)
+    }
+}
+
+/// The first of `keys` found in a MessagePack map of strings to strings. Other
+/// value types end the search: InfluxDB's error bodies are flat string maps.
+fn msgpack_map_str(body: &[u8], keys: &[&str]) -> Option<String> {
+    fn read_str(input: &mut &[u8]) -> Option<String> {
+        let (&tag, rest) = input.split_first()?;
+        let (len, rest) = match tag {
+            0xa0..=0xbf => ((tag & 0x1f) as usize, rest),
+            0xd9 => (*rest.first()? as usize, &rest[1..]),
+            0xda => (
+                u16::from_be_bytes(rest.get(..2)?.try_into().ok()?) as usize,
+                &rest[2..],
+            ),
+            0xdb => (
+                u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize,
+                &rest[4..],
+            ),
+            _ => return None,
+        };
+        let text = String::from_utf8_lossy(rest.get(..len)?).into_owned();
+        *input = &rest[len..];
+        Some(text)
+    }
+    let (&tag, mut rest) = body.split_first()?;
+    let entries = match tag {
+        0x80..=0x8f => (tag & 0x0f) as usize,
+        0xde => {
+            let n = u16::from_be_bytes(rest.get(..2)?.try_into().ok()?) as usize;
+            rest = &rest[2..];
+            n
+        }
+        _ => return None,
+    };
+    for _ in 0..entries {
+        let key = read_str(&mut rest)?;
+        let value = read_str(&mut rest)?;
+        if keys.contains(&key.as_str()) {
+            return Some(value);
+        }
+    }
+    None
+}
+
 /// What the upstream said about itself on `/ping`.
 #[derive(Debug, Clone, Default)]
 pub struct UpstreamIdentity {
@@ -327,6 +411,26 @@ mod tests {
         strip_hop_by_hop(&mut headers);
         assert_eq!(headers.len(), 1);
         assert!(headers.contains_key(header::AUTHORIZATION));
+    }
+
+    #[test]
+    fn reads_influxdb_msgpack_errors() {
+        // `{"error":"partial write: x"}` as InfluxDB 1.6 sends it for `Accept: application/x-msgpack`.
+        let mut body = vec![0x81, 0xa5];
+        body.extend_from_slice(b"error");
+        body.extend_from_slice(&[0xd9, 16]);
+        body.extend_from_slice(b"partial write: x");
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            "application/x-msgpack".parse().unwrap(),
+        );
+        let answer = BufferedResponse {
+            status: StatusCode::BAD_REQUEST,
+            headers,
+            body: body.into(),
+        };
+        assert_eq!(answer.error_message().as_deref(), Some("partial write: x"));
     }
 
     #[test]

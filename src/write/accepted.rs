@@ -33,15 +33,15 @@ pub struct FieldTypeConflict {
 }
 
 impl Accepted {
-    /// Reads the upstream's status and body.
-    pub fn from_response(status: StatusCode, body: &[u8]) -> Accepted {
+    /// Reads the upstream's status and error message.
+    pub fn from_response(status: StatusCode, error_message: Option<&str>) -> Accepted {
         if status.is_success() {
             return Accepted::All;
         }
         if !status.is_client_error() {
             return Accepted::Nothing;
         }
-        let Some(message) = error_message(body) else {
+        let Some(message) = error_message else {
             return Accepted::Nothing;
         };
         let Some(at) = message.find("partial write") else {
@@ -99,16 +99,6 @@ fn type_name(value: &FieldValue<'_>) -> &'static str {
     }
 }
 
-/// The message of a v1 `{"error":…}` or v2 `{"code":…,"message":…}` body.
-fn error_message(body: &[u8]) -> Option<String> {
-    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
-    value
-        .get("error")
-        .or_else(|| value.get("message"))?
-        .as_str()
-        .map(str::to_owned)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,22 +106,22 @@ mod tests {
     #[test]
     fn success_and_refusal() {
         assert_eq!(
-            Accepted::from_response(StatusCode::NO_CONTENT, b""),
+            Accepted::from_response(StatusCode::NO_CONTENT, None),
             Accepted::All
         );
         assert_eq!(
-            Accepted::from_response(StatusCode::UNAUTHORIZED, b"{\"error\":\"x\"}"),
+            Accepted::from_response(StatusCode::UNAUTHORIZED, Some("x")),
             Accepted::Nothing
         );
         assert_eq!(
-            Accepted::from_response(StatusCode::INTERNAL_SERVER_ERROR, b"partial write"),
+            Accepted::from_response(StatusCode::INTERNAL_SERVER_ERROR, Some("partial write")),
             Accepted::Nothing
         );
     }
 
     #[test]
     fn v1_parse_errors_drop_nothing_that_parsed() {
-        let body = br#"{"error":"partial write: unable to parse 'cpu v=1.1.1': invalid number dropped=0"}"#;
+        let body = Some("partial write: unable to parse 'cpu v=1.1.1': invalid number dropped=0");
         assert_eq!(
             Accepted::from_response(StatusCode::BAD_REQUEST, body),
             Accepted::Partial(PartialWrite {
@@ -143,7 +133,7 @@ mod tests {
 
     #[test]
     fn field_type_conflicts_are_named() {
-        let body = br#"{"error":"partial write: field type conflict: input field \"v\" on measurement \"cpu\" is type integer, already exists as type float dropped=2"}"#;
+        let body = Some("partial write: field type conflict: input field \"v\" on measurement \"cpu\" is type integer, already exists as type float dropped=2");
         let Accepted::Partial(partial) = Accepted::from_response(StatusCode::BAD_REQUEST, body)
         else {
             panic!("not partial")

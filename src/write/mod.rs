@@ -181,7 +181,9 @@ impl WritePipeline {
         };
 
         let accepted = match &upstream_answer {
-            Some(answer) => Accepted::from_response(answer.status, &answer.body),
+            Some(answer) => {
+                Accepted::from_response(answer.status, answer.error_message().as_deref())
+            }
             None => Accepted::All,
         };
         let kafka_started = Instant::now();

@@ -49,12 +49,14 @@ pub fn error_to_v2(answer: &mut BufferedResponse) {
     if answer.status.is_success() {
         return;
     }
-    let message = serde_json::from_slice::<serde_json::Value>(&answer.body)
-        .ok()
-        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
-        .unwrap_or_else(|| String::from_utf8_lossy(&answer.body).trim().to_owned());
+    let message = answer.error_message().unwrap_or_else(|| {
+        String::from_utf8_lossy(&answer.decoded_body())
+            .trim()
+            .to_owned()
+    });
     let body = serde_json::json!({ "code": v2_code(answer.status), "message": message });
     answer.body = serde_json::to_vec(&body).unwrap_or_default().into();
+    answer.headers.remove(header::CONTENT_ENCODING);
     answer.headers.insert(
         header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/json; charset=utf-8"),

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use influx_tee::config::Config;
+use influx_tee::line_protocol::{self, FieldValue, ParseOptions, Precision};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, TopicPartitionList};
@@ -195,8 +196,21 @@ pub async fn create_database(db: &str) {
 
 /// Rows of `SELECT * FROM measurement` with nanosecond times, each as column → value.
 pub async fn influx_rows(db: &str, measurement: &str) -> Vec<BTreeMap<String, serde_json::Value>> {
-    let response: serde_json::Value = http()
-        .get(format!("{}/query", influxdb_url()))
+    influx_rows_at(&influxdb_url(), None, db, measurement).await
+}
+
+/// Like [`influx_rows`], from any InfluxDB 1.x, with optional credentials.
+pub async fn influx_rows_at(
+    url: &str,
+    credentials: Option<(&str, &str)>,
+    db: &str,
+    measurement: &str,
+) -> Vec<BTreeMap<String, serde_json::Value>> {
+    let mut request = http().get(format!("{url}/query"));
+    if let Some((user, password)) = credentials {
+        request = request.basic_auth(user, Some(password));
+    }
+    let response: serde_json::Value = request
         .query(&[
             ("db", db),
             ("epoch", "ns"),
@@ -415,3 +429,104 @@ pub fn influxdb_auth_url() -> String {
 /// The admin credentials `deploy/local/stack` creates on that InfluxDB.
 pub const INFLUX_AUTH_USER: &str = "admin";
 pub const INFLUX_AUTH_PASSWORD: &str = "admin-password";
+
+/// A point read back from a Kafka `line` record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TeedPoint {
+    pub measurement: String,
+    pub tags: BTreeMap<String, String>,
+    pub fields: BTreeMap<String, serde_json::Value>,
+    pub time: i64,
+}
+
+pub fn json_value(value: &FieldValue<'_>) -> serde_json::Value {
+    match value {
+        FieldValue::Float(v) => serde_json::json!(v),
+        FieldValue::Integer(v) => serde_json::json!(v),
+        FieldValue::Unsigned(v) => serde_json::json!(v),
+        FieldValue::String(v) => serde_json::json!(v),
+        FieldValue::Boolean(v) => serde_json::json!(v),
+    }
+}
+
+pub fn parse_records(records: &[KafkaRecord]) -> Vec<TeedPoint> {
+    records
+        .iter()
+        .map(|record| {
+            let options = ParseOptions {
+                precision: Precision::Nanosecond,
+                allow_unsigned: true,
+            };
+            let line = line_protocol::lines(&record.value, options)
+                .next()
+                .expect("one line per record");
+            let point = line
+                .result
+                .unwrap_or_else(|e| panic!("record {:?} does not parse: {e}", record.value_str()));
+            TeedPoint {
+                measurement: point.measurement().into_owned(),
+                tags: point
+                    .tags()
+                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                    .collect(),
+                fields: point
+                    .fields()
+                    .map(|(k, v)| (k.into_owned(), json_value(&v)))
+                    .collect(),
+                time: point
+                    .timestamp()
+                    .expect("records always carry a nanosecond time"),
+            }
+        })
+        .collect()
+}
+
+/// Asserts that InfluxDB's rows and the teed points are the same set, value for value.
+///
+/// A point written twice is stored once by InfluxDB (it overwrites) and teed twice,
+/// so the teed points are compared as a set of series and times.
+pub fn assert_same_points(rows: &[BTreeMap<String, serde_json::Value>], teed: &[TeedPoint]) {
+    let mut distinct: BTreeMap<(String, i64), &TeedPoint> = BTreeMap::new();
+    for point in teed {
+        distinct.insert((format!("{:?}", point.tags), point.time), point);
+    }
+    let matches = |row: &BTreeMap<String, serde_json::Value>, point: &TeedPoint| {
+        row["time"].as_i64() == Some(point.time)
+            && point
+                .tags
+                .iter()
+                .all(|(k, v)| row.get(k).and_then(|x| x.as_str()) == Some(v))
+    };
+    let unmatched_rows: Vec<_> = rows
+        .iter()
+        .filter(|row| !distinct.values().any(|p| matches(row, p)))
+        .take(5)
+        .collect();
+    assert!(
+        unmatched_rows.is_empty(),
+        "InfluxDB rows with no teed point: {unmatched_rows:?}"
+    );
+    for point in distinct.values() {
+        let row = rows
+            .iter()
+            .find(|row| matches(row, point))
+            .unwrap_or_else(|| {
+                panic!(
+                    "teed point {point:?} is not in InfluxDB ({} rows)",
+                    rows.len()
+                )
+            });
+        for (key, value) in &point.fields {
+            let stored = &row[key];
+            let equal = match (value.as_f64(), stored.as_f64()) {
+                (Some(a), Some(b)) => a == b,
+                _ => value == stored,
+            };
+            assert!(
+                equal,
+                "{point:?}: field {key} teed as {value} but InfluxDB holds {stored}"
+            );
+        }
+    }
+    assert_eq!(rows.len(), distinct.len(), "distinct teed points");
+}
