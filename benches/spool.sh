@@ -64,8 +64,10 @@ metric() { # name label-substring -> sum of matching samples
     awk -v name="$1" -v label="$2" 'index($0, name "{") == 1 && index($0, label) { sum += $NF } END { printf "%d\n", sum }'
 }
 
-log "stack up: kafka influxdb"
-deploy/local/stack up kafka influxdb >&2
+if ! deploy/local/stack status kafka influxdb >/dev/null; then
+  log "stack up: kafka influxdb"
+  deploy/local/stack up kafka influxdb >&2
+fi
 
 log "building influx-tee and the load generator (release)"
 cargo build --release --bin influx-tee >&2
