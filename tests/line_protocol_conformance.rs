@@ -10,7 +10,9 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use influx_tee::line_protocol::{lines, FieldValue, ParseOptions, Precision};
+use influx_tee::line_protocol::{
+    lines, lines_exact_only, FieldValue, Lines, ParseOptions, Precision,
+};
 use serde_json::Value;
 
 /// Server-vs-decoder differences, each with the number of corpus cases it explains.
@@ -147,7 +149,12 @@ fn expected_points(result: &Value) -> Vec<ExpectedPoint> {
 }
 
 /// Our outcome for one case: every point, or the first error message.
-fn ours(text: &[u8], prec: Precision, default_time: i64) -> (Vec<ExpectedPoint>, Vec<String>) {
+fn ours(
+    text: &[u8],
+    prec: Precision,
+    default_time: i64,
+    parse: fn(&[u8], ParseOptions) -> Lines<'_>,
+) -> (Vec<ExpectedPoint>, Vec<String>) {
     let opts = ParseOptions {
         precision: prec,
         allow_unsigned: true,
@@ -155,7 +162,7 @@ fn ours(text: &[u8], prec: Precision, default_time: i64) -> (Vec<ExpectedPoint>,
     let default = prec.from_nanos(default_time) * prec.nanos_per_unit();
     let mut points = Vec::new();
     let mut errors = Vec::new();
-    for line in lines(text, opts) {
+    for line in parse(text, opts) {
         match line.result {
             Err(e) => errors.push(e.message),
             Ok(p) => {
@@ -294,7 +301,13 @@ fn corpus_conformance() {
         let text = input_bytes(input);
         let prec = precision(input["precision"].as_str().unwrap());
         let default_time = input["defaultTime"].as_i64().unwrap();
-        let got = ours(&text, prec, default_time);
+        let got = ours(&text, prec, default_time, lines);
+        // The fast path and the section-by-section emulation must agree on every case.
+        assert_eq!(
+            got,
+            ours(&text, prec, default_time, lines_exact_only),
+            "{key}"
+        );
         let output = &case["output"];
         let matches = if output.get("error").is_some() {
             !got.1.is_empty()

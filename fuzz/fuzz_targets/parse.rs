@@ -11,7 +11,7 @@ use libfuzzer_sys::fuzz_target;
 #[path = "../../src/line_protocol/mod.rs"]
 mod line_protocol;
 
-use line_protocol::{lines, FieldValue, ParseOptions, Point, Precision};
+use line_protocol::{lines, lines_exact_only, FieldValue, ParseOptions, Point, Precision};
 
 const PRECISIONS: [Precision; 6] = [
     Precision::Nanosecond,
@@ -64,9 +64,29 @@ fuzz_target!(|data: &[u8]| {
         precision: PRECISIONS[usize::from(mode & 7) % PRECISIONS.len()],
         allow_unsigned: mode & 8 == 0,
     };
+    // The single-pass fast path must agree with the section-by-section emulation.
+    let exact: Vec<_> = lines_exact_only(input, opts).collect();
+    let fast: Vec<_> = lines(input, opts).collect();
+    assert_eq!(exact.len(), fast.len());
+    for (e, f) in exact.iter().zip(&fast) {
+        assert_eq!((e.number, &e.span), (f.number, &f.span));
+        match (&e.result, &f.result) {
+            (Ok(p), Ok(q)) => {
+                assert_eq!(snapshot(p), snapshot(q));
+                assert_eq!(p.field_set_end(), q.field_set_end());
+                let (mut k1, mut k2) = (Vec::new(), Vec::new());
+                p.write_series_key(&mut k1);
+                q.write_series_key(&mut k2);
+                assert_eq!(k1, k2);
+            }
+            (Err(a), Err(b)) => assert_eq!(a, b),
+            (a, b) => panic!("paths disagree: {a:?} vs {b:?}"),
+        }
+    }
+
     let mut last_number = 0;
     let mut last_end = 0;
-    for line in lines(input, opts) {
+    for line in fast {
         assert!(line.number > last_number);
         assert!(line.span.start >= last_end && line.span.end <= input.len());
         last_number = line.number;

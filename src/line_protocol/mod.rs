@@ -10,6 +10,7 @@
 //! line with a borrowed [`Point`] or a [`ParseError`]. Validation records offsets only;
 //! names and values are decoded on access and allocate only when they contain escapes.
 
+mod fast;
 mod number;
 mod point;
 mod precision;
@@ -91,6 +92,21 @@ pub fn lines(input: &[u8], opts: ParseOptions) -> Lines<'_> {
         pos: 0,
         line_number: 1,
         opts,
+        fast_path: true,
+    }
+}
+
+/// [`lines`] without the single-pass fast path: every line goes through the
+/// section-by-section emulation of the server. For tests and fuzzing, which check that
+/// both give identical results.
+#[doc(hidden)]
+pub fn lines_exact_only(input: &[u8], opts: ParseOptions) -> Lines<'_> {
+    Lines {
+        input,
+        pos: 0,
+        line_number: 1,
+        opts,
+        fast_path: false,
     }
 }
 
@@ -101,6 +117,7 @@ pub struct Lines<'a> {
     pos: usize,
     line_number: usize,
     opts: ParseOptions,
+    fast_path: bool,
 }
 
 impl<'a> Iterator for Lines<'a> {
@@ -110,6 +127,23 @@ impl<'a> Iterator for Lines<'a> {
         let input = self.input;
         while self.pos < input.len() {
             let start = self.pos;
+            let fast = if self.fast_path {
+                fast::parse_line(input, start, &self.opts)
+            } else {
+                None
+            };
+            if let Some(fast) = fast {
+                let number = self.line_number;
+                self.line_number += fast.newlines + 1;
+                self.pos = fast.end + 1;
+                let text = &input[start..fast.end];
+                let point = Point::new(text, 0, fast.meta, fast.table);
+                return Some(Line {
+                    number,
+                    span: start..fast.end,
+                    result: Ok(point),
+                });
+            }
             let (end, inner_newlines) = scan::scan_line(input, start);
             let number = self.line_number;
             self.line_number += inner_newlines + 1;
@@ -127,7 +161,7 @@ impl<'a> Iterator for Lines<'a> {
             }
             let text = &block[lead..len];
             let result = match scan::parse_point(text, &self.opts, inner_newlines > 0) {
-                Ok(meta) => Ok(Point::new(text, lead, meta)),
+                Ok(meta) => Ok(Point::new(text, lead, meta, fast::FieldTable::EMPTY)),
                 Err(reason) => Err(ParseError {
                     line: number,
                     message: format!(

@@ -6,8 +6,9 @@
 
 use std::borrow::Cow;
 
+use super::fast::{FieldTable, Kind};
 use super::number::{parse_bool, parse_f64, parse_i64, parse_u64};
-use super::scan::{self, Meta, FLAG_NOT_UTF8, FLAG_TAGS_UNSORTED};
+use super::scan::{self, Meta, FLAG_NOT_UTF8, FLAG_PLAIN_NAMES, FLAG_TAGS_UNSORTED};
 use super::FieldValue;
 
 /// One accepted line. Borrows the request body.
@@ -18,11 +19,18 @@ pub struct Point<'a> {
     /// Bytes of leading whitespace before `text` in the line's span.
     lead: usize,
     meta: Meta,
+    /// Field positions found by the fast path, so reading fields needs no second scan.
+    table: FieldTable,
 }
 
 impl<'a> Point<'a> {
-    pub(crate) fn new(text: &'a [u8], lead: usize, meta: Meta) -> Self {
-        Point { text, lead, meta }
+    pub(crate) fn new(text: &'a [u8], lead: usize, meta: Meta, table: FieldTable) -> Self {
+        Point {
+            text,
+            lead,
+            meta,
+            table,
+        }
     }
 
     /// The line from the measurement up to its end, as it appeared in the input.
@@ -43,17 +51,28 @@ impl<'a> Point<'a> {
         Tags {
             raw,
             pos: 0,
-            utf8: self.is_utf8(),
+            text: self.text_kind(),
         }
     }
 
     /// Fields in input order. Duplicate keys are all kept, as the server keeps them.
-    pub fn fields(&self) -> Fields<'a> {
+    pub fn fields(&self) -> Fields<'_, 'a> {
+        if self.table.len > 0 {
+            return Fields {
+                raw: self.text,
+                pos: self.meta.fields_start as usize,
+                table: Some(&self.table),
+                index: 0,
+                text: self.text_kind(),
+            };
+        }
         let raw = &self.text[self.meta.fields_start as usize..self.meta.fields_end as usize];
         Fields {
             raw,
             pos: 0,
-            utf8: self.is_utf8(),
+            table: None,
+            index: 0,
+            text: self.text_kind(),
         }
     }
 
@@ -125,17 +144,40 @@ impl<'a> Point<'a> {
     }
 
     fn decode(&self, raw: &'a [u8], unescape: fn(&[u8]) -> Vec<u8>) -> Cow<'a, str> {
-        decode(raw, self.is_utf8(), unescape)
+        decode(raw, self.text_kind(), unescape)
+    }
+
+    fn text_kind(&self) -> TextKind {
+        TextKind {
+            utf8: self.is_utf8(),
+            plain: self.meta.flags & FLAG_PLAIN_NAMES != 0,
+        }
     }
 }
 
-/// Turns raw bytes into text, unescaping only if there is a backslash.
+/// What is known about a line's bytes: valid UTF-8, and no backslash in any name.
+#[derive(Clone, Copy, Debug)]
+struct TextKind {
+    utf8: bool,
+    plain: bool,
+}
+
+/// Turns raw name bytes into text, unescaping only if there is a backslash.
 ///
 /// `utf8` says the whole line is valid UTF-8; every piece is cut at ASCII delimiters, so
 /// each piece is valid UTF-8 too. Otherwise bytes are decoded lossily (the server stores
 /// them as they are, which a `str` cannot hold).
 #[inline]
-fn decode<'a>(raw: &'a [u8], utf8: bool, unescape: fn(&[u8]) -> Vec<u8>) -> Cow<'a, str> {
+fn decode<'a>(raw: &'a [u8], kind: TextKind, unescape: fn(&[u8]) -> Vec<u8>) -> Cow<'a, str> {
+    if kind.plain {
+        return borrowed_str(raw, kind.utf8);
+    }
+    decode_value(raw, kind.utf8, unescape)
+}
+
+/// [`decode`] for bytes that may hold escapes whatever the names hold (string values).
+#[inline]
+fn decode_value<'a>(raw: &'a [u8], utf8: bool, unescape: fn(&[u8]) -> Vec<u8>) -> Cow<'a, str> {
     if memchr::memchr(b'\\', raw).is_none() {
         return borrowed_str(raw, utf8);
     }
@@ -240,7 +282,7 @@ fn tag_key_of(pair: &[u8]) -> &[u8] {
 pub struct Tags<'a> {
     raw: &'a [u8],
     pos: usize,
-    utf8: bool,
+    text: TextKind,
 }
 
 impl<'a> Iterator for Tags<'a> {
@@ -258,8 +300,8 @@ impl<'a> Iterator for Tags<'a> {
         let key = &pair[..eq];
         let value = pair.get(eq + 1..).unwrap_or_default();
         Some((
-            decode(key, self.utf8, unescape_tag),
-            decode(value, self.utf8, unescape_tag),
+            decode(key, self.text, unescape_tag),
+            decode(value, self.text, unescape_tag),
         ))
     }
 }
@@ -267,20 +309,38 @@ impl<'a> Iterator for Tags<'a> {
 /// Iterator over a point's fields; see [`Point::fields`].
 ///
 /// Walks the field set as the server's `walkFields` does: that walk, not the validating
-/// scan, decides which keys and values InfluxDB stores.
+/// scan, decides which keys and values InfluxDB stores. Points from the fast path carry
+/// the field positions already (both walks agree on them there).
 #[derive(Clone, Debug)]
-pub struct Fields<'a> {
+pub struct Fields<'p, 'a> {
+    /// The field set, or with a table the whole point text.
     raw: &'a [u8],
+    /// Start of the next key in `raw`.
     pos: usize,
-    utf8: bool,
+    table: Option<&'p FieldTable>,
+    index: usize,
+    text: TextKind,
 }
 
-impl<'a> Iterator for Fields<'a> {
+impl<'a> Iterator for Fields<'_, 'a> {
     type Item = (Cow<'a, str>, FieldValue<'a>);
 
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         let raw = self.raw;
+        if let Some(table) = self.table {
+            if self.index >= usize::from(table.len) {
+                return None;
+            }
+            let (eq, end) = table.spans[self.index];
+            let (eq, end) = (eq as usize, end as usize);
+            let kind = table.kinds[self.index];
+            self.index += 1;
+            let key = &raw[self.pos..eq];
+            self.pos = end + 1;
+            let value = table_value(&raw[eq + 1..end], kind, self.text.utf8);
+            return Some((borrowed_str(key, self.text.utf8), value));
+        }
         if self.pos >= raw.len() {
             return None;
         }
@@ -289,9 +349,31 @@ impl<'a> Iterator for Fields<'a> {
         let value_start = (eq + 1).min(raw.len());
         let value_end = scan::scan_field_value(raw, value_start);
         self.pos = value_end + 1;
-        let value = field_value(&raw[value_start..value_end], self.utf8);
-        Some((decode(key, self.utf8, unescape_field_key), value))
+        let value = field_value(&raw[value_start..value_end], self.text.utf8);
+        Some((decode(key, self.text, unescape_field_key), value))
     }
+}
+
+/// Reads a value the fast path has typed already.
+#[inline]
+fn table_value(v: &[u8], kind: Kind, utf8: bool) -> FieldValue<'_> {
+    let parsed = match kind {
+        Kind::Float => parse_f64(v).map(FieldValue::Float),
+        Kind::Integer => parse_i64(&v[..v.len() - 1]).map(FieldValue::Integer),
+        Kind::Unsigned => parse_u64(&v[..v.len() - 1]).map(FieldValue::Unsigned),
+        Kind::True => Some(FieldValue::Boolean(true)),
+        Kind::False => Some(FieldValue::Boolean(false)),
+        Kind::Str => Some(FieldValue::String(borrowed_str(&v[1..v.len() - 1], utf8))),
+        Kind::StrEscaped => Some(FieldValue::String(decode_value(
+            &v[1..v.len() - 1],
+            utf8,
+            unescape_string,
+        ))),
+    };
+    parsed.unwrap_or_else(|| {
+        debug_assert!(false, "fast-path field value failed to convert: {v:?}");
+        FieldValue::String(String::from_utf8_lossy(v))
+    })
 }
 
 /// Whether a raw value (as delimited by `walkFields`) reads back as a typed value.
@@ -322,7 +404,11 @@ fn convert_value(v: &[u8], utf8: bool) -> Option<FieldValue<'_>> {
             &v[..0]
         };
         let utf8 = utf8 && v[v.len() - 1].is_ascii();
-        Some(FieldValue::String(decode(inner, utf8, unescape_string)))
+        Some(FieldValue::String(decode_value(
+            inner,
+            utf8,
+            unescape_string,
+        )))
     } else if b"0123456789-.nNiIu".contains(&first) {
         match v[v.len() - 1] {
             b'i' => parse_i64(&v[..v.len() - 1]).map(FieldValue::Integer),

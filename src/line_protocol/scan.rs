@@ -25,6 +25,8 @@ pub(crate) const MAX_NANO_TIME: i64 = i64::MAX - 1;
 pub(crate) const FLAG_TAGS_UNSORTED: u8 = 1;
 /// The line is not valid UTF-8: names and strings are decoded lossily.
 pub(crate) const FLAG_NOT_UTF8: u8 = 2;
+/// No backslash in the measurement, tags or field keys (set by the fast path).
+pub(crate) const FLAG_PLAIN_NAMES: u8 = 4;
 
 /// Offsets (into the logical line, leading whitespace removed) found by validation.
 #[derive(Clone, Copy, Debug)]

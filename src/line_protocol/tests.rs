@@ -6,6 +6,49 @@ fn parse_with(input: &str, opts: ParseOptions) -> Vec<Result<Point<'_>, ParseErr
     lines(input.as_bytes(), opts).map(|l| l.result).collect()
 }
 
+type Snapshot = (
+    String,
+    Vec<(String, String)>,
+    Vec<(String, FieldValue<'static>)>,
+    Option<i64>,
+    usize,
+    Vec<u8>,
+);
+
+fn snapshot(p: &Point<'_>) -> Snapshot {
+    let mut key = Vec::new();
+    p.write_series_key(&mut key);
+    (
+        p.measurement().into_owned(),
+        tags(p),
+        fields(p),
+        p.timestamp(),
+        p.field_set_end(),
+        key,
+    )
+}
+
+/// Every test parses through this: it also checks that the single-pass fast path and the
+/// section-by-section emulation agree exactly.
+fn lines(input: &[u8], opts: ParseOptions) -> Lines<'_> {
+    assert_paths_agree(input, opts);
+    super::lines(input, opts)
+}
+
+fn assert_paths_agree(input: &[u8], opts: ParseOptions) {
+    let fast: Vec<_> = super::lines(input, opts).collect();
+    let exact: Vec<_> = lines_exact_only(input, opts).collect();
+    assert_eq!(fast.len(), exact.len(), "{input:?}");
+    for (f, e) in fast.iter().zip(&exact) {
+        assert_eq!((f.number, &f.span), (e.number, &e.span), "{input:?}");
+        match (&f.result, &e.result) {
+            (Ok(p), Ok(q)) => assert_eq!(snapshot(p), snapshot(q), "{input:?}"),
+            (Err(a), Err(b)) => assert_eq!(a, b),
+            (a, b) => panic!("{input:?}: fast {a:?}, exact {b:?}"),
+        }
+    }
+}
+
 fn parse_all(input: &str) -> Vec<Result<Point<'_>, ParseError>> {
     parse_with(input, ParseOptions::default())
 }
