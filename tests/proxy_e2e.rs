@@ -775,3 +775,50 @@ async fn v2_token_credentials_reach_influxdb_1x_as_user_and_password() {
     assert!(records[0].value_str().starts_with("ok "));
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn influxdb3_write_lp_with_auto_precision() {
+    require_stack().await;
+    let topic = unique("it.v3");
+    let proxy = start_proxy(config("none", &topic)).await;
+    // precision=auto: InfluxDB 3 guesses each timestamp's unit from its size.
+    let body =
+        "v3m,u=s v=1 1700000000\nv3m,u=ms v=2 1700000000001\nv3m,u=ns v=3 1700000000000000002\n";
+    let response = http()
+        .post(proxy.url("/api/v3/write_lp?db=metrics&precision=auto"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    let response = http()
+        .post(proxy.url("/api/v3/write_lp?db=metrics&precision=hour"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let error: serde_json::Value = response.json().await.unwrap();
+    assert!(
+        error["error"].as_str().unwrap().contains("precision"),
+        "{error}"
+    );
+
+    let records = kafka_records(&topic, 3, WAIT).await;
+    let mut times: Vec<(String, i64)> = parse_records(&records)
+        .into_iter()
+        .map(|p| (p.tags["u"].clone(), p.time))
+        .collect();
+    times.sort();
+    assert_eq!(
+        times,
+        [
+            ("ms".to_owned(), 1_700_000_000_001_000_000),
+            ("ns".to_owned(), 1_700_000_000_000_000_002),
+            ("s".to_owned(), 1_700_000_000_000_000_000)
+        ]
+    );
+    assert_eq!(records[0].headers["precision"], "auto");
+    assert_eq!(records[0].headers["db"], "metrics");
+    proxy.stop().await;
+}

@@ -13,6 +13,8 @@ use http::{header, HeaderValue, Response, StatusCode};
 pub enum Dialect {
     V1,
     V2,
+    /// InfluxDB 3's `/api/v3/write_lp`: `{"error":…}`.
+    V3,
 }
 
 /// A failure the proxy answers itself instead of relaying the upstream's answer.
@@ -73,6 +75,7 @@ impl ProxyError {
             .header(header::CONTENT_TYPE, "application/json; charset=utf-8");
         let body = match dialect {
             Dialect::V2 => serde_json::json!({ "code": v2_code(status), "message": message }),
+            Dialect::V3 => serde_json::json!({ "error": message }),
             Dialect::V1 => {
                 if let Ok(value) = HeaderValue::from_str(&message) {
                     builder = builder.header("X-Influxdb-Error", value);

@@ -22,12 +22,17 @@ pub fn client_router(pipeline: Arc<WritePipeline>) -> Router {
     Router::new()
         .route("/api/v2/write", post(write_v2))
         .route("/write", post(write_v1))
+        .route("/api/v3/write_lp", post(write_v3))
         .fallback(passthrough::forward)
         .with_state(pipeline)
 }
 
 async fn write_v2(State(pipeline): State<Arc<WritePipeline>>, request: Request) -> Response<Body> {
     pipeline.handle(Dialect::V2, request).await
+}
+
+async fn write_v3(State(pipeline): State<Arc<WritePipeline>>, request: Request) -> Response<Body> {
+    pipeline.handle(Dialect::V3, request).await
 }
 
 async fn write_v1(State(pipeline): State<Arc<WritePipeline>>, request: Request) -> Response<Body> {

@@ -16,8 +16,11 @@ pub async fn forward(
     State(pipeline): State<Arc<WritePipeline>>,
     request: Request,
 ) -> Response<Body> {
-    let dialect = if request.uri().path().starts_with("/api/v2") {
+    let path = request.uri().path();
+    let dialect = if path.starts_with("/api/v2") {
         Dialect::V2
+    } else if path.starts_with("/api/v3") {
+        Dialect::V3
     } else {
         Dialect::V1
     };

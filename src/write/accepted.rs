@@ -3,6 +3,22 @@
 use http::StatusCode;
 
 use crate::line_protocol::{FieldValue, Point};
+use crate::upstream::BufferedResponse;
+
+/// `{"error":"partial write of line protocol occurred","data":[{"line_number":N,…}]}`:
+/// the line numbers InfluxDB 3 refused while storing the others.
+fn v3_rejected_lines(body: &[u8]) -> Option<Vec<usize>> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    if value.get("error")?.as_str()? != "partial write of line protocol occurred" {
+        return None;
+    }
+    value
+        .get("data")?
+        .as_array()?
+        .iter()
+        .map(|item| item.get("line_number")?.as_u64().map(|n| n as usize))
+        .collect()
+}
 
 /// The upstream's verdict on a write, as far as the tee is concerned.
 #[derive(Debug, PartialEq, Eq)]
@@ -13,6 +29,8 @@ pub enum Accepted {
     Nothing,
     /// A partial write: the points that parsed were stored, except those the upstream dropped.
     Partial(PartialWrite),
+    /// InfluxDB 3's partial write: every line was stored but those it names (1-based).
+    AllBut(Vec<usize>),
 }
 
 /// What a `partial write: … dropped=N` answer says.
@@ -33,6 +51,17 @@ pub struct FieldTypeConflict {
 }
 
 impl Accepted {
+    /// Reads an upstream answer: InfluxDB 3 names the lines it refused, 1.x and 2.x
+    /// say it in an error message.
+    pub fn from_answer(answer: &BufferedResponse) -> Accepted {
+        if answer.status == StatusCode::BAD_REQUEST {
+            if let Some(rejected) = v3_rejected_lines(&answer.decoded_body()) {
+                return Accepted::AllBut(rejected);
+            }
+        }
+        Accepted::from_response(answer.status, answer.error_message().as_deref())
+    }
+
     /// Reads the upstream's status and error message.
     pub fn from_response(status: StatusCode, error_message: Option<&str>) -> Accepted {
         if status.is_success() {
@@ -102,6 +131,25 @@ fn type_name(value: &FieldValue<'_>) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn influxdb3_names_the_refused_lines() {
+        let body = r#"{"error":"partial write of line protocol occurred","data":[{"original_line":"cpu,host=a val= 123","line_number":2,"error_message":"No fields were provided"}]}"#;
+        let answer = BufferedResponse {
+            status: StatusCode::BAD_REQUEST,
+            headers: http::HeaderMap::new(),
+            body: body.as_bytes().to_vec().into(),
+        };
+        assert_eq!(Accepted::from_answer(&answer), Accepted::AllBut(vec![2]));
+        // With accept_partial=false InfluxDB 3 stores nothing.
+        let answer = BufferedResponse {
+            body: br#"{"error":"parsing failed for write_lp endpoint","data":{"line_number":2}}"#
+                .to_vec()
+                .into(),
+            ..answer
+        };
+        assert_eq!(Accepted::from_answer(&answer), Accepted::Nothing);
+    }
 
     #[test]
     fn success_and_refusal() {

@@ -55,6 +55,7 @@ impl WritePipeline {
         let endpoint = match dialect {
             Dialect::V1 => "v1",
             Dialect::V2 => "v2",
+            Dialect::V3 => "v3",
         };
         let request_id = request_id(&request);
         let span = tracing::info_span!("write", endpoint, request_id = %request_id);
@@ -181,9 +182,7 @@ impl WritePipeline {
         };
 
         let accepted = match &upstream_answer {
-            Some(answer) => {
-                Accepted::from_response(answer.status, answer.error_message().as_deref())
-            }
+            Some(answer) => Accepted::from_answer(answer),
             None => Accepted::All,
         };
         let kafka_started = Instant::now();
@@ -284,16 +283,29 @@ impl WritePipeline {
         let endpoint = target.endpoint_label();
         let parsed = lines.iter().filter(|l| l.result.is_ok()).count();
         let mut excluded = 0u64;
+        // Lines InfluxDB 3 stored but our (InfluxDB 1.x/2.x) parser refused: not teeable.
+        let mut unteeable = 0u64;
+        if let Accepted::AllBut(rejected) = accepted {
+            unteeable = lines
+                .iter()
+                .filter(|l| l.result.is_err() && !rejected.contains(&l.number))
+                .count() as u64;
+        }
         let mut points: Vec<TeePoint<'_, '_>> = Vec::new();
         if *accepted != Accepted::Nothing {
             points.reserve(parsed);
             for line in lines {
                 let Ok(point) = &line.result else { continue };
-                if let Accepted::Partial(partial) = accepted {
-                    if partial.conflict.as_ref().is_some_and(|c| c.matches(point)) {
-                        excluded += 1;
-                        continue;
+                let dropped = match accepted {
+                    Accepted::Partial(partial) => {
+                        partial.conflict.as_ref().is_some_and(|c| c.matches(point))
                     }
+                    Accepted::AllBut(rejected) => rejected.contains(&line.number),
+                    _ => false,
+                };
+                if dropped {
+                    excluded += 1;
+                    continue;
                 }
                 let head = trim_leading_blanks(
                     &body[line.span.start..line.span.start + point.field_set_end()],
@@ -301,9 +313,19 @@ impl WritePipeline {
                 points.push(TeePoint {
                     line_head: head,
                     point,
-                    time_ns: point.timestamp().unwrap_or(stamp_ns),
+                    time_ns: target.time_ns(point.timestamp(), stamp_ns),
                 });
             }
+        }
+        if unteeable > 0 {
+            self.metrics
+                .partial_write_unresolved
+                .with_label_values(&[endpoint])
+                .inc();
+            tracing::warn!(
+                unteeable,
+                "the upstream stored lines this proxy cannot parse; they are not teed"
+            );
         }
         if let Accepted::Partial(partial) = accepted {
             if partial.dropped != excluded {
@@ -342,7 +364,7 @@ impl WritePipeline {
             ("bucket", target.bucket.as_str()),
             ("db", target.db.as_str()),
             ("rp", target.rp.as_str()),
-            ("precision", target.precision.as_v2_str()),
+            ("precision", target.precision_label()),
             ("request-id", request_id),
             ("received-at", received.as_str()),
         ];

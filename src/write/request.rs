@@ -14,6 +14,8 @@ pub struct WriteTarget {
     pub db: String,
     pub rp: String,
     pub precision: Precision,
+    /// InfluxDB 3's `precision=auto`: each timestamp's unit is guessed from its size.
+    pub auto_precision: bool,
 }
 
 impl WriteTarget {
@@ -46,8 +48,13 @@ impl WriteTarget {
         if org.is_empty() {
             org = org_id;
         }
+        let auto_precision = dialect == Dialect::V3
+            && matches!(precision.as_deref(), None | Some("") | Some("auto"));
         let precision = match (dialect, precision.as_deref()) {
             (_, None | Some("")) => Precision::Nanosecond,
+            (Dialect::V3, Some(p)) => v3_precision(p).ok_or(ProxyError::InvalidPrecision {
+                valid: "auto, nanosecond, microsecond, millisecond, and second",
+            })?,
             (Dialect::V2, Some(p)) => {
                 Precision::from_v2_param(p).ok_or(ProxyError::InvalidPrecision {
                     valid: "ns, us, ms, and s",
@@ -63,6 +70,7 @@ impl WriteTarget {
                 db = d.to_owned();
                 rp = r.to_owned();
             }
+            Dialect::V3 => bucket = db.clone(),
             Dialect::V1 => {
                 bucket = if rp.is_empty() {
                     db.clone()
@@ -78,6 +86,7 @@ impl WriteTarget {
             db,
             rp,
             precision,
+            auto_precision,
         })
     }
 
@@ -85,7 +94,50 @@ impl WriteTarget {
         match self.dialect {
             Dialect::V1 => "v1",
             Dialect::V2 => "v2",
+            Dialect::V3 => "v3",
         }
+    }
+
+    /// The precision as the request gave it, for the records' `precision` header.
+    pub fn precision_label(&self) -> &'static str {
+        if self.auto_precision {
+            "auto"
+        } else {
+            self.precision.as_v2_str()
+        }
+    }
+
+    /// A point's time in nanoseconds: its own (parsed in the request's precision, or
+    /// guessed as InfluxDB 3 does for `precision=auto`), else the proxy's stamp.
+    pub fn time_ns(&self, parsed: Option<i64>, stamp_ns: i64) -> i64 {
+        match parsed {
+            Some(raw) if self.auto_precision => {
+                raw.saturating_mul(guess_v3_precision(raw).nanos_per_unit())
+            }
+            Some(time) => time,
+            None => stamp_ns,
+        }
+    }
+}
+
+/// InfluxDB 3's precision names; `auto` is read as nanoseconds and rescaled per point.
+fn v3_precision(param: &str) -> Option<Precision> {
+    match param {
+        "auto" | "nanosecond" | "ns" => Some(Precision::Nanosecond),
+        "microsecond" | "us" => Some(Precision::Microsecond),
+        "millisecond" | "ms" => Some(Precision::Millisecond),
+        "second" | "s" => Some(Precision::Second),
+        _ => None,
+    }
+}
+
+/// InfluxDB 3's guess for `precision=auto`, from the magnitude of the timestamp.
+fn guess_v3_precision(timestamp: i64) -> Precision {
+    match timestamp.unsigned_abs() / 1_000_000_000 {
+        0..5 => Precision::Second,
+        5..5_000 => Precision::Millisecond,
+        5_000..5_000_000 => Precision::Microsecond,
+        _ => Precision::Nanosecond,
     }
 }
 
@@ -138,6 +190,34 @@ mod tests {
         let target =
             WriteTarget::from_query(Dialect::V2, Some("orgID=0123&bucket=b"), false).unwrap();
         assert_eq!(target.org, "0123");
+    }
+
+    #[test]
+    fn influxdb3_auto_precision_guesses_per_point() {
+        let target = WriteTarget::from_query(Dialect::V3, Some("db=metrics"), false).unwrap();
+        assert!(target.auto_precision);
+        assert_eq!(target.bucket, "metrics");
+        assert_eq!(
+            target.time_ns(Some(1_708_976_567), 0),
+            1_708_976_567_000_000_000
+        );
+        assert_eq!(
+            target.time_ns(Some(1_708_976_567_123), 0),
+            1_708_976_567_123_000_000
+        );
+        assert_eq!(
+            target.time_ns(Some(1_708_976_567_123_456), 0),
+            1_708_976_567_123_456_000
+        );
+        assert_eq!(
+            target.time_ns(Some(1_708_976_567_123_456_789), 0),
+            1_708_976_567_123_456_789
+        );
+        let target =
+            WriteTarget::from_query(Dialect::V3, Some("db=m&precision=second"), false).unwrap();
+        assert!(!target.auto_precision);
+        assert_eq!(target.precision, Precision::Second);
+        assert!(WriteTarget::from_query(Dialect::V3, Some("db=m&precision=h"), false).is_err());
     }
 
     #[test]
