@@ -7,7 +7,8 @@
 #        UPSTREAM=victoria benches/load.sh
 #
 # What it does:
-#   1. deploy/local/stack up (Kafka 127.0.0.1:19092 + the chosen upstream);
+#   1. deploy/local/stack up (Kafka 127.0.0.1:19092 + the chosen upstream),
+#      unless `stack status` says they already run;
 #   2. builds target/release/influx-tee and the load generator benches/load.rs
 #      (`cargo bench --bench load --no-run`), and copies both to a temp dir so
 #      a concurrent rebuild cannot swap them mid-run;
@@ -35,6 +36,12 @@
 #   PROXY_LISTEN=127.0.0.1:18187 PROXY_ADMIN=127.0.0.1:19287
 # Proxy log and raw JSON results: kept in $OUT_DIR (default: a temp dir, printed).
 # Only loopback addresses are used; the generator refuses anything else.
+#
+# Isolation: benches on this machine share these ports (benches/spool.sh uses
+# the same defaults), so the script takes the lock ${TMPDIR:-/tmp}/influx-tee-bench.lock
+# (flock, waits up to 10 min), checks that the proxy port's listener is the
+# process it started, and fails if the proxy's point counter moves by anything
+# but this script's own writes (another client would skew every figure).
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -69,6 +76,12 @@ esac
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'load.sh: %s\n' "$*" >&2; exit 1; }
+
+exec 9>"${TMPDIR:-/tmp}/influx-tee-bench.lock"
+if ! flock -n 9; then
+  log "another bench holds ${TMPDIR:-/tmp}/influx-tee-bench.lock; waiting (up to 10 min)"
+  flock -w 600 9 || die "the bench lock stayed busy for 10 min"
+fi
 
 OUT_DIR=${OUT_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/influx-tee-load.XXXXXX")}
 mkdir -p "$OUT_DIR"
@@ -106,8 +119,12 @@ peak_rss_mib() {
 }
 
 # ---- 1. stack ------------------------------------------------------------
-log "stack up: ${services[*]}"
-deploy/local/stack up "${services[@]}" >&2
+# `stack up` runs install-deps first (slow when it has tools to build); skip it
+# when the services already answer.
+if ! deploy/local/stack status "${services[@]}" >/dev/null 2>&1; then
+  log "stack up: ${services[*]}"
+  deploy/local/stack up "${services[@]}" >&2
+fi
 
 # ---- 2. build ------------------------------------------------------------
 log "building influx-tee and the load generator (release)"
@@ -153,6 +170,12 @@ for _ in $(seq 600); do
   sleep 0.1
 done
 [[ -n $ready ]] || die "the proxy was not ready within 60 s"
+# /readyz could have been answered by someone else's proxy on the same port
+# while ours failed to bind: make sure the listener is ours.
+for addr in "$PROXY_LISTEN" "$PROXY_ADMIN"; do
+  ss -Hltnp "sport = :${addr##*:}" | grep -q "pid=$proxy_pid," ||
+    die "$addr is not served by the proxy this script started (pid $proxy_pid)"
+done
 idle_rss=$(peak_rss_mib)
 
 # ---- 5. runs ---------------------------------------------------------------
@@ -160,10 +183,16 @@ run() { # mode round
   local base=$upstream_url out
   [[ $1 == proxy ]] && base=http://$PROXY_LISTEN
   log "round $2: $1 ($WRITERS writers x $BATCHES batches x $LINES lines)"
+  local parsed_before expected_delta=0 delta
+  [[ $1 == proxy ]] && expected_delta=$((WRITERS * (BATCHES + WARMUP) * LINES))
+  parsed_before=$(metric influx_tee_points_total 'outcome="parsed"')
   out=$("$OUT_DIR/load" --url "$base$(write_path "$1")" --label "$1" \
     --writers "$WRITERS" --batches "$BATCHES" --lines "$LINES" --warmup "$WARMUP" --json) ||
     die "the $1 run failed"
   grep -v '^{' <<<"$out" >&2
+  delta=$(($(metric influx_tee_points_total 'outcome="parsed"') - parsed_before))
+  ((delta == expected_delta)) ||
+    die "the proxy parsed $delta points during the $1 run, expected $expected_delta: another client is writing to $PROXY_LISTEN"
   # VmHWM is monotonic, so reading it after each run tracks the peak as it grows.
   grep '^{' <<<"$out" |
     jq -c --argjson round "$2" --argjson rss "$(peak_rss_mib)" '. + {round: $round, proxy_peak_rss_mib: $rss}' >>"$results"
@@ -177,7 +206,7 @@ done
 expected=$((ROUNDS * WRITERS * (BATCHES + WARMUP) * LINES))
 # With ack=influx the proxy answers before Kafka acknowledges; wait until every
 # enqueued record is delivered (or failed) before reading the counters.
-for _ in $(seq 300); do
+for _ in $(seq 600); do
   enqueued=$(metric influx_tee_kafka_records_total 'outcome="enqueued"')
   settled=$(($(metric influx_tee_kafka_records_total 'outcome="delivered"') + $(metric influx_tee_kafka_records_total 'outcome="failed"')))
   ((settled >= enqueued)) && break
