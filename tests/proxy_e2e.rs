@@ -23,12 +23,7 @@ async fn v1_write_reaches_influxdb_and_kafka_with_equal_values() {
                 # a comment\n\
                 \n\
                 cpu,host=c\\ d usage=1e3 1700000000000000002\n";
-    let response = http()
-        .post(proxy.url(&format!("/write?db={db}")))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let response = post(proxy.url(&format!("/write?db={db}")), body).await;
     assert_eq!(response.status(), 204, "{:?}", response.text().await);
     assert!(
         response.headers().contains_key("x-influxdb-version"),
@@ -74,12 +69,11 @@ async fn v1_precision_is_scaled_to_nanoseconds_in_kafka() {
     let topic = unique("it.v1s");
     create_database(&db).await;
     let proxy = start_proxy(config(&influxdb_url(), &topic)).await;
-    let response = http()
-        .post(proxy.url(&format!("/write?db={db}&rp=autogen&precision=s")))
-        .body("mem,host=a used=10i 1700000000\nmem,host=b used=11i 1700000001\n")
-        .send()
-        .await
-        .unwrap();
+    let response = post(
+        proxy.url(&format!("/write?db={db}&rp=autogen&precision=s")),
+        "mem,host=a used=10i 1700000000\nmem,host=b used=11i 1700000001\n",
+    )
+    .await;
     assert_eq!(response.status(), 204);
     let records = kafka_records(&topic, 2, WAIT).await;
     let teed = parse_records(&records);
@@ -98,12 +92,11 @@ async fn lines_without_time_get_the_same_stamp_in_influxdb_and_kafka() {
     create_database(&db).await;
     let proxy = start_proxy(config(&influxdb_url(), &topic)).await;
     let before = now_ns();
-    let response = http()
-        .post(proxy.url(&format!("/write?db={db}&precision=ms")))
-        .body("disk,path=/ used=1i\ndisk,path=/var used=2i   \ndisk,path=/tmp used=3i 1700000000000\n")
-        .send()
-        .await
-        .unwrap();
+    let response = post(
+        proxy.url(&format!("/write?db={db}&precision=ms")),
+        "disk,path=/ used=1i\ndisk,path=/var used=2i   \ndisk,path=/tmp used=3i 1700000000000\n",
+    )
+    .await;
     assert_eq!(response.status(), 204);
     let after = now_ns();
     let records = kafka_records(&topic, 3, WAIT).await;
@@ -134,12 +127,7 @@ async fn passthrough_mode_leaves_time_to_influxdb() {
     let mut config = config(&influxdb_url(), &topic);
     config.timestamps = TimestampMode::Passthrough;
     let proxy = start_proxy(config).await;
-    let response = http()
-        .post(proxy.url(&format!("/write?db={db}")))
-        .body("up v=1i")
-        .send()
-        .await
-        .unwrap();
+    let response = post(proxy.url(&format!("/write?db={db}")), "up v=1i").await;
     assert_eq!(response.status(), 204);
     let records = kafka_records(&topic, 1, WAIT).await;
     assert_eq!(records.len(), 1);
@@ -204,12 +192,7 @@ async fn v1_partial_write_tees_exactly_what_influxdb_stored() {
                 app,id=3 v=3 1700000000000000003\n\
                 app,id=4 v=4u 1700000000000000004\n\
                 app,id=5 v=5 1700000000000000005\n";
-    let response = http()
-        .post(proxy.url(&format!("/write?db={db}")))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let response = post(proxy.url(&format!("/write?db={db}")), body).await;
     assert_eq!(response.status(), 400);
     let error: serde_json::Value = response.json().await.unwrap();
     assert!(
@@ -308,20 +291,18 @@ async fn kafka_only_gateway_answers_like_influxdb_2() {
     require_stack().await;
     let topic = unique("it.none");
     let proxy = start_proxy(config("none", &topic)).await;
-    let response = http()
-        .post(proxy.url("/api/v2/write?org=o&bucket=b"))
-        .body("gw v=1 1\ngw v=2 2\n")
-        .send()
-        .await
-        .unwrap();
+    let response = post(
+        proxy.url("/api/v2/write?org=o&bucket=b"),
+        "gw v=1 1\ngw v=2 2\n",
+    )
+    .await;
     assert_eq!(response.status(), 204);
     // One bad line rejects the whole v2 request, as InfluxDB 2.x does.
-    let response = http()
-        .post(proxy.url("/api/v2/write?org=o&bucket=b"))
-        .body("gw v=3 3\ngw v=1.1.1 4\n")
-        .send()
-        .await
-        .unwrap();
+    let response = post(
+        proxy.url("/api/v2/write?org=o&bucket=b"),
+        "gw v=3 3\ngw v=1.1.1 4\n",
+    )
+    .await;
     assert_eq!(response.status(), 400);
     let error: serde_json::Value = response.json().await.unwrap();
     assert_eq!(error["code"], "invalid");
@@ -340,24 +321,14 @@ async fn upstream_down_answers_503_and_tees_nothing() {
     require_stack().await;
     let topic = unique("it.down");
     let proxy = start_proxy(config(&format!("http://{}", dead_address()), &topic)).await;
-    let response = http()
-        .post(proxy.url("/write?db=x"))
-        .body("m v=1 1\n")
-        .send()
-        .await
-        .unwrap();
+    let response = post(proxy.url("/write?db=x"), "m v=1 1\n").await;
     assert_eq!(response.status(), 503);
     assert!(response.headers().contains_key("retry-after"));
     assert!(response.headers().contains_key("x-influxdb-error"));
     let error: serde_json::Value = response.json().await.unwrap();
     assert!(error["error"].as_str().is_some());
 
-    let response = http()
-        .post(proxy.url("/api/v2/write?org=o&bucket=b"))
-        .body("m v=1 1\n")
-        .send()
-        .await
-        .unwrap();
+    let response = post(proxy.url("/api/v2/write?org=o&bucket=b"), "m v=1 1\n").await;
     assert_eq!(response.status(), 503);
     let error: serde_json::Value = response.json().await.unwrap();
     assert_eq!(error["code"], "unavailable");
@@ -388,12 +359,7 @@ async fn kafka_down_with_ack_all_answers_503() {
         .properties
         .insert("message.timeout.ms".into(), "2000".into());
     let proxy = start_proxy(config).await;
-    let response = http()
-        .post(proxy.url(&format!("/write?db={db}")))
-        .body("k v=1 1\n")
-        .send()
-        .await
-        .unwrap();
+    let response = post(proxy.url(&format!("/write?db={db}")), "k v=1 1\n").await;
     assert_eq!(response.status(), 503);
     assert!(response.headers().contains_key("retry-after"));
     let error: serde_json::Value = response.json().await.unwrap();
@@ -413,12 +379,7 @@ async fn ack_all_answers_after_kafka_acknowledged() {
     let mut config = config(&influxdb_url(), &topic);
     config.kafka.ack = AckMode::All;
     let proxy = start_proxy(config).await;
-    let response = http()
-        .post(proxy.url(&format!("/write?db={db}")))
-        .body("a v=1 1\na v=2 2\n")
-        .send()
-        .await
-        .unwrap();
+    let response = post(proxy.url(&format!("/write?db={db}")), "a v=1 1\na v=2 2\n").await;
     assert_eq!(response.status(), 204);
     assert_eq!(
         proxy
@@ -441,12 +402,7 @@ async fn json_and_batch_record_formats() {
     let mut config = config(&influxdb_url(), &json_topic);
     config.kafka.format = RecordFormat::Json;
     let proxy = start_proxy(config).await;
-    let response = http()
-        .post(proxy.url(&format!("/write?db={db}")))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let response = post(proxy.url(&format!("/write?db={db}")), body).await;
     assert_eq!(response.status(), 204);
     let records = kafka_records(&json_topic, 2, WAIT).await;
     let first = records
@@ -463,12 +419,7 @@ async fn json_and_batch_record_formats() {
     let mut config = common::config(&influxdb_url(), &batch_topic);
     config.kafka.format = RecordFormat::Batch;
     let proxy = start_proxy(config).await;
-    let response = http()
-        .post(proxy.url(&format!("/write?db={db}")))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let response = post(proxy.url(&format!("/write?db={db}")), body).await;
     assert_eq!(response.status(), 204);
     let records = kafka_records(&batch_topic, 1, WAIT).await;
     assert_eq!(records.len(), 1);
@@ -486,12 +437,7 @@ async fn oversized_bodies_get_413_in_the_endpoint_dialect() {
     config.max_body_bytes = 1024;
     let proxy = start_proxy(config).await;
     let big = "m v=1 1\n".repeat(200);
-    let response = http()
-        .post(proxy.url("/api/v2/write?org=o&bucket=b"))
-        .body(big.clone())
-        .send()
-        .await
-        .unwrap();
+    let response = post(proxy.url("/api/v2/write?org=o&bucket=b"), big.clone()).await;
     assert_eq!(response.status(), 413);
     let error: serde_json::Value = response.json().await.unwrap();
     assert_eq!(error["code"], "request too large");
@@ -596,18 +542,7 @@ async fn credentials_pass_through_and_rejected_writes_are_not_teed() {
     require_stack().await;
     let db = unique("auth");
     let topic = unique("it.auth");
-    let created = http()
-        .post(format!("{}/query", influxdb_auth_url()))
-        .basic_auth(INFLUX_AUTH_USER, Some(INFLUX_AUTH_PASSWORD))
-        .form(&[("q", format!("CREATE DATABASE \"{db}\""))])
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        created.status().is_success(),
-        "InfluxDB with auth at {} is not ready",
-        influxdb_auth_url()
-    );
+    create_auth_database(&db).await;
     let proxy = start_proxy(config(&influxdb_auth_url(), &topic)).await;
     let write = |body: &'static str| {
         http()
@@ -623,14 +558,13 @@ async fn credentials_pass_through_and_rejected_writes_are_not_teed() {
         .unwrap();
     assert_eq!(response.status(), 204);
     // So do the v1 `u` and `p` parameters.
-    let response = http()
-        .post(proxy.url(&format!(
+    let response = post(
+        proxy.url(&format!(
             "/write?db={db}&u={INFLUX_AUTH_USER}&p={INFLUX_AUTH_PASSWORD}"
-        )))
-        .body("sec,via=params v=2 2\n")
-        .send()
-        .await
-        .unwrap();
+        )),
+        "sec,via=params v=2 2\n",
+    )
+    .await;
     assert_eq!(response.status(), 204);
 
     // Wrong or missing credentials: InfluxDB's own 401, headers and body, and nothing teed.
@@ -740,14 +674,7 @@ async fn v2_token_credentials_reach_influxdb_1x_as_user_and_password() {
     require_stack().await;
     let db = unique("v2auth");
     let topic = unique("it.v2auth");
-    let created = http()
-        .post(format!("{}/query", influxdb_auth_url()))
-        .basic_auth(INFLUX_AUTH_USER, Some(INFLUX_AUTH_PASSWORD))
-        .form(&[("q", format!("CREATE DATABASE \"{db}\""))])
-        .send()
-        .await
-        .unwrap();
-    assert!(created.status().is_success());
+    create_auth_database(&db).await;
     let proxy = start_proxy(config(&influxdb_auth_url(), &topic)).await;
     let url = proxy.url(&format!("/api/v2/write?org=o&bucket={db}"));
     let token = format!("Token {INFLUX_AUTH_USER}:{INFLUX_AUTH_PASSWORD}");
@@ -784,19 +711,17 @@ async fn influxdb3_write_lp_with_auto_precision() {
     // precision=auto: InfluxDB 3 guesses each timestamp's unit from its size.
     let body =
         "v3m,u=s v=1 1700000000\nv3m,u=ms v=2 1700000000001\nv3m,u=ns v=3 1700000000000000002\n";
-    let response = http()
-        .post(proxy.url("/api/v3/write_lp?db=metrics&precision=auto"))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let response = post(
+        proxy.url("/api/v3/write_lp?db=metrics&precision=auto"),
+        body,
+    )
+    .await;
     assert_eq!(response.status(), 204);
-    let response = http()
-        .post(proxy.url("/api/v3/write_lp?db=metrics&precision=hour"))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let response = post(
+        proxy.url("/api/v3/write_lp?db=metrics&precision=hour"),
+        body,
+    )
+    .await;
     assert_eq!(response.status(), 400);
     let error: serde_json::Value = response.json().await.unwrap();
     assert!(

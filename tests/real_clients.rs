@@ -11,22 +11,6 @@ use common::*;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// Creates a database on the auth-enabled InfluxDB 1.x.
-async fn create_auth_database(db: &str) {
-    let response = http()
-        .post(format!("{}/query", influxdb_auth_url()))
-        .basic_auth(INFLUX_AUTH_USER, Some(INFLUX_AUTH_PASSWORD))
-        .form(&[("q", format!("CREATE DATABASE \"{db}\""))])
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        response.status().is_success(),
-        "InfluxDB with auth at {} is not ready",
-        influxdb_auth_url()
-    );
-}
-
 /// `SELECT *` on the auth-enabled InfluxDB, rows sorted by time and tags.
 async fn auth_rows(
     db: &str,

@@ -55,6 +55,16 @@ pub fn now_ns() -> i64 {
         .as_nanos() as i64
 }
 
+/// POSTs a body and returns the answer, whatever its status.
+pub async fn post(url: impl reqwest::IntoUrl, body: impl Into<reqwest::Body>) -> reqwest::Response {
+    http()
+        .post(url)
+        .body(body)
+        .send()
+        .await
+        .expect("the request reaches the server")
+}
+
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -181,15 +191,29 @@ pub async fn start_proxy(config: Config) -> TestProxy {
 
 /// Creates a database on the InfluxDB 1.x of the stack.
 pub async fn create_database(db: &str) {
-    let response = http()
-        .post(format!("{}/query", influxdb_url()))
-        .form(&[("q", format!("CREATE DATABASE \"{db}\""))])
-        .send()
-        .await
-        .unwrap();
+    create_database_at(&influxdb_url(), None, db).await
+}
+
+/// Creates a database on the InfluxDB 1.x of the stack that has auth enabled.
+pub async fn create_auth_database(db: &str) {
+    create_database_at(
+        &influxdb_auth_url(),
+        Some((INFLUX_AUTH_USER, INFLUX_AUTH_PASSWORD)),
+        db,
+    )
+    .await
+}
+
+async fn create_database_at(url: &str, credentials: Option<(&str, &str)>, db: &str) {
+    let mut request = http().post(format!("{url}/query"));
+    if let Some((user, password)) = credentials {
+        request = request.basic_auth(user, Some(password));
+    }
+    let query = [("q", format!("CREATE DATABASE \"{db}\""))];
+    let response = request.form(&query).send().await.expect("InfluxDB answers");
     assert!(
         response.status().is_success(),
-        "CREATE DATABASE {db}: {}",
+        "CREATE DATABASE {db} at {url}: {}",
         response.status()
     );
 }
