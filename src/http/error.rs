@@ -74,7 +74,11 @@ impl ProxyError {
             .status(status)
             .header(header::CONTENT_TYPE, "application/json; charset=utf-8");
         let body = match dialect {
-            Dialect::V2 => serde_json::json!({ "code": v2_code(status), "message": message }),
+            Dialect::V2 => {
+                // InfluxDB 2.x repeats the code in a header.
+                builder = builder.header("X-Platform-Error-Code", v2_code(status));
+                serde_json::json!({ "code": v2_code(status), "message": message })
+            }
             Dialect::V3 => serde_json::json!({ "error": message }),
             Dialect::V1 => {
                 if let Ok(value) = HeaderValue::from_str(&message) {
@@ -128,6 +132,10 @@ mod tests {
         let response = ProxyError::BodyTooLarge { limit: 10 }.into_response(Dialect::V2, 5);
         assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
         assert!(response.headers().get(header::RETRY_AFTER).is_none());
+        assert_eq!(
+            response.headers()["X-Platform-Error-Code"],
+            "request too large"
+        );
         let json = body_json(response).await;
         assert_eq!(json["code"], "request too large");
     }

@@ -554,3 +554,78 @@ pub fn assert_same_points(rows: &[BTreeMap<String, serde_json::Value>], teed: &[
     }
     assert_eq!(rows.len(), distinct.len(), "distinct teed points");
 }
+
+/// The InfluxDB OSS 2.7 of the stack (built by `deploy/local/build-influxdb2`).
+pub fn influxdb2_url() -> String {
+    std::env::var("INFLUX_TEE_TEST_INFLUXDB2").unwrap_or_else(|_| "http://127.0.0.1:18097".into())
+}
+
+/// The org and operator token `deploy/local/stack` sets up on InfluxDB 2.7.
+pub const INFLUX2_ORG: &str = "influx-tee";
+pub const INFLUX2_TOKEN: &str = "influx-tee-test-token";
+
+/// Creates a bucket on InfluxDB 2.7, with a DBRP mapping of the same name so InfluxQL
+/// (and [`influx2_rows`]) can read it.
+pub async fn create_bucket(name: &str) {
+    let client = http();
+    let api = |path: &str| format!("{}{path}", influxdb2_url());
+    let auth = format!("Token {INFLUX2_TOKEN}");
+    let orgs: serde_json::Value = client
+        .get(api("/api/v2/orgs"))
+        .query(&[("org", INFLUX2_ORG)])
+        .header("Authorization", &auth)
+        .send()
+        .await
+        .expect("InfluxDB 2.7 answers: run `deploy/local/stack up`")
+        .json()
+        .await
+        .unwrap();
+    let org_id = orgs["orgs"][0]["id"]
+        .as_str()
+        .expect("the stack's org exists")
+        .to_owned();
+    let bucket: serde_json::Value = client
+        .post(api("/api/v2/buckets"))
+        .header("Authorization", &auth)
+        .json(&serde_json::json!({ "orgID": org_id, "name": name, "retentionRules": [] }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let bucket_id = bucket["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("bucket not created: {bucket}"));
+    let mapping = client
+        .post(api("/api/v2/dbrps"))
+        .header("Authorization", &auth)
+        .json(&serde_json::json!({
+            "orgID": org_id, "bucketID": bucket_id, "database": name,
+            "retention_policy": "autogen", "default": true
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        mapping.status().is_success(),
+        "DBRP mapping: {}",
+        mapping.status()
+    );
+}
+
+/// `SELECT *` rows of a bucket on InfluxDB 2.7, through its InfluxQL API.
+pub async fn influx2_rows(
+    bucket: &str,
+    measurement: &str,
+) -> Vec<BTreeMap<String, serde_json::Value>> {
+    let mut rows = influx_rows_at(
+        &influxdb2_url(),
+        Some(("tee", INFLUX2_TOKEN)),
+        bucket,
+        measurement,
+    )
+    .await;
+    rows.sort_by_key(|row| format!("{row:?}"));
+    rows
+}

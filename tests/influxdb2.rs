@@ -1,0 +1,222 @@
+//! Against a real InfluxDB OSS 2.7: the v2 API through the proxy behaves as it does
+//! without it (statuses and bodies for success, a bad line, a wrong token, a missing
+//! bucket, a partial write), and real v2 clients get the same data stored and teed.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v2_api_answers_like_influxdb_2() {
+    require_stack().await;
+    let (direct, proxied) = (unique("v2_direct"), unique("v2_proxy"));
+    create_bucket(&direct).await;
+    create_bucket(&proxied).await;
+    let topic = unique("it.influx2");
+    let proxy = start_proxy(config(&influxdb2_url(), &topic)).await;
+    let org = INFLUX2_ORG;
+
+    let cases: [(&str, &str, &'static str, u16); 5] = [
+        ("ok", INFLUX2_TOKEN, "m2,host=a v=1i,s=\"x\",b=true,u=7u 1700000000000000000\nm2,host=b v=2i 1700000000000000001\n", 204),
+        ("bad line", INFLUX2_TOKEN, "m2,host=c v=3i 1700000000000000002\nm2,host=d v=1.1.1 1700000000000000003\n", 400),
+        ("wrong token", "not-a-token", "m2,host=e v=5i 1700000000000000004\n", 401),
+        ("type conflict", INFLUX2_TOKEN, "m2,host=f v=6 1700000000000000005\nm2,host=g v=7i 1700000000000000006\n", 422),
+        ("missing bucket", INFLUX2_TOKEN, "m2,host=h v=8i 1700000000000000007\n", 404),
+    ];
+    for (name, token, body, expected) in cases {
+        let bucket_of = |b: &str| {
+            if name == "missing bucket" {
+                "no_such_bucket".to_owned()
+            } else {
+                b.to_owned()
+            }
+        };
+        let direct_answer = both_one(
+            &influxdb2_url(),
+            &format!("org={org}&bucket={}", bucket_of(&direct)),
+            token,
+            body,
+        )
+        .await;
+        let proxied_answer = both_one(
+            &proxy.url(""),
+            &format!("org={org}&bucket={}", bucket_of(&proxied)),
+            token,
+            body,
+        )
+        .await;
+        assert_eq!(
+            direct_answer.0, expected,
+            "{name}: InfluxDB 2.7 said {direct_answer:?}"
+        );
+        assert_eq!(proxied_answer, direct_answer, "{name}: through the proxy");
+    }
+
+    let direct_rows = influx2_rows(&direct, "m2").await;
+    let proxied_rows = influx2_rows(&proxied, "m2").await;
+    assert_eq!(direct_rows.len(), 3, "a, b and g: {direct_rows:?}");
+    assert_eq!(proxied_rows, direct_rows);
+    let records = kafka_records(&topic, 3, WAIT).await;
+    assert_same_points(&proxied_rows, &parse_records(&records));
+    proxy.stop().await;
+}
+
+/// One write to `base`; the status and the body plus `X-Platform-Error-Code`.
+async fn both_one(base: &str, query: &str, token: &str, body: &'static str) -> (u16, String) {
+    let response = http()
+        .post(format!("{base}/api/v2/write?{query}"))
+        .header("Authorization", format!("Token {token}"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let platform_code = response.headers().get("x-platform-error-code").cloned();
+    (
+        response.status().as_u16(),
+        format!("{} {platform_code:?}", response.text().await.unwrap()),
+    )
+}
+
+async fn python_v2(url: &str, bucket: &str, token: &str, measurement: &str, mode: &str) -> String {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/python_v2_write.py"
+    );
+    let base = "1700000000000000000";
+    let output = tokio::process::Command::new(venv_python())
+        .args([
+            script,
+            url,
+            INFLUX2_ORG,
+            bucket,
+            token,
+            measurement,
+            "300",
+            base,
+            mode,
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "client crashed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_influxdb_client_v2() {
+    require_stack().await;
+    let (direct, proxied) = (unique("py2_direct"), unique("py2_proxy"));
+    create_bucket(&direct).await;
+    create_bucket(&proxied).await;
+    let topic = unique("it.py2");
+    let proxy = start_proxy(config(&influxdb2_url(), &topic)).await;
+    for (mode, token, expected) in [
+        ("good", INFLUX2_TOKEN, "300"),
+        ("bad", INFLUX2_TOKEN, "400"),
+        ("good", "wrong", "401"),
+    ] {
+        let straight = python_v2(&influxdb2_url(), &direct, token, "py2", mode).await;
+        let through = python_v2(&proxy.url(""), &proxied, token, "py2", mode).await;
+        assert_eq!(
+            straight, expected,
+            "{mode}/{token} straight to InfluxDB 2.7"
+        );
+        assert_eq!(
+            through, straight,
+            "{mode}/{token}: the client saw something else through the proxy"
+        );
+    }
+    let direct_rows = influx2_rows(&direct, "py2").await;
+    let proxied_rows = influx2_rows(&proxied, "py2").await;
+    assert_eq!(direct_rows.len(), 300);
+    assert_eq!(proxied_rows, direct_rows);
+    let records = kafka_records(&topic, 300, WAIT).await;
+    assert_same_points(&proxied_rows, &parse_records(&records));
+    proxy.stop().await;
+}
+
+/// The Go writer built by `deploy/local/build-go-client` (influxdb-client-go v2).
+fn go_writer() -> std::path::PathBuf {
+    let cache = std::env::var("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| {
+            std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache")
+        });
+    let path = cache.join("influx-tee/go-client/writer");
+    assert!(
+        path.exists(),
+        "{} is missing: run `deploy/local/install-deps`",
+        path.display()
+    );
+    path
+}
+
+async fn go_write(url: &str, bucket: &str, token: &str) -> (bool, String) {
+    let output = tokio::process::Command::new(go_writer())
+        .args([
+            "-url",
+            url,
+            "-token",
+            token,
+            "-org",
+            INFLUX2_ORG,
+            "-bucket",
+            bucket,
+        ])
+        .args([
+            "-measurement",
+            "go2",
+            "-count",
+            "400",
+            "-batch-size",
+            "50",
+            "-base",
+            "1700000000000000000",
+        ])
+        .output()
+        .await
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).trim().to_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_influxdb_client_v2() {
+    require_stack().await;
+    let (direct, proxied) = (unique("go_direct"), unique("go_proxy"));
+    create_bucket(&direct).await;
+    create_bucket(&proxied).await;
+    let topic = unique("it.go");
+    let proxy = start_proxy(config(&influxdb2_url(), &topic)).await;
+    assert_eq!(
+        go_write(&influxdb2_url(), &direct, INFLUX2_TOKEN).await,
+        (true, "400".to_owned())
+    );
+    assert_eq!(
+        go_write(&proxy.url(""), &proxied, INFLUX2_TOKEN).await,
+        (true, "400".to_owned())
+    );
+    // A wrong token fails the client the same way with and without the proxy.
+    let straight = go_write(&influxdb2_url(), &direct, "wrong").await;
+    let through = go_write(&proxy.url(""), &proxied, "wrong").await;
+    assert!(!straight.0);
+    assert_eq!(through, straight);
+
+    let direct_rows = influx2_rows(&direct, "go2").await;
+    let proxied_rows = influx2_rows(&proxied, "go2").await;
+    assert_eq!(direct_rows.len(), 400);
+    assert_eq!(proxied_rows, direct_rows);
+    let records = kafka_records(&topic, 400, WAIT).await;
+    assert_same_points(&proxied_rows, &parse_records(&records));
+    proxy.stop().await;
+}
