@@ -220,3 +220,81 @@ async fn go_influxdb_client_v2() {
     assert_same_points(&proxied_rows, &parse_records(&records));
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v2_management_and_query_api_pass_through() {
+    require_stack().await;
+    let bucket = unique("pass2");
+    create_bucket(&bucket).await;
+    let proxy = start_proxy(config(&influxdb2_url(), &unique("it.pass2"))).await;
+    let auth = format!("Token {INFLUX2_TOKEN}");
+    let response = post(
+        format!(
+            "{}/api/v2/write?org={INFLUX2_ORG}&bucket={bucket}",
+            proxy.url("")
+        ),
+        "q2,host=a v=1 1700000000000000000\n",
+    )
+    .await;
+    assert_eq!(response.status(), 401, "no token, no write");
+
+    for path in [
+        format!("/api/v2/orgs?org={INFLUX2_ORG}"),
+        format!("/api/v2/buckets?name={bucket}"),
+        "/health".to_owned(),
+        "/ready".to_owned(),
+        "/ping".to_owned(),
+    ] {
+        let get = |base: String| {
+            http()
+                .get(format!("{base}{path}"))
+                .header("Authorization", &auth)
+                .send()
+        };
+        let straight = get(influxdb2_url()).await.unwrap();
+        let through = get(proxy.url("")).await.unwrap();
+        assert_eq!(through.status(), straight.status(), "{path}");
+        assert_eq!(
+            through.headers().get("x-influxdb-version"),
+            straight.headers().get("x-influxdb-version"),
+            "{path}"
+        );
+        if path.starts_with("/api") {
+            assert_eq!(
+                through.text().await.unwrap(),
+                straight.text().await.unwrap(),
+                "{path}"
+            );
+        }
+    }
+
+    // A Flux query streams back through the proxy.
+    let response = http()
+        .post(format!(
+            "{}/api/v2/write?org={INFLUX2_ORG}&bucket={bucket}",
+            proxy.url("")
+        ))
+        .header("Authorization", &auth)
+        .body("q2,host=a v=1 1700000000000000000\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    let flux = format!("from(bucket: \"{bucket}\") |> range(start: 0) |> filter(fn: (r) => r._measurement == \"q2\")");
+    let csv = http()
+        .post(format!("{}/api/v2/query?org={INFLUX2_ORG}", proxy.url("")))
+        .header("Authorization", &auth)
+        .header("Content-Type", "application/vnd.flux")
+        .body(flux)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        csv.contains("2023-11-14T22:13:20Z") && csv.contains(",v,q2,a"),
+        "{csv}"
+    );
+    proxy.stop().await;
+}
