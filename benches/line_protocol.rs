@@ -3,11 +3,113 @@
 //!
 //! Both parsers read every name and every field value, so neither gets credit for lazy
 //! work it skips. Run with `cargo bench --bench line_protocol`.
+//!
+//! The clock is the benchmark thread's CPU time (`/proc/thread-self/schedstat`): the build
+//! machine is shared, and wall time there mostly measures the neighbours. Set
+//! `LP_BENCH_WALL=1` for wall-clock time.
 
 use std::hint::black_box;
+use std::time::Instant;
 
+use criterion::measurement::{Measurement, ValueFormatter};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use influx_tee::line_protocol::{lines, FieldValue, ParseOptions};
+
+/// Thread CPU time in nanoseconds (or wall time with `LP_BENCH_WALL=1`).
+struct ThreadTime {
+    wall: bool,
+    epoch: Instant,
+}
+
+impl ThreadTime {
+    fn new() -> Self {
+        let wall = std::env::var_os("LP_BENCH_WALL").is_some() || cpu_ns().is_none();
+        ThreadTime {
+            wall,
+            epoch: Instant::now(),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        if self.wall {
+            return self.epoch.elapsed().as_nanos() as u64;
+        }
+        cpu_ns().unwrap_or(0)
+    }
+}
+
+/// On-CPU time of this thread, from the first field of `/proc/thread-self/schedstat`.
+fn cpu_ns() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
+impl Measurement for ThreadTime {
+    type Intermediate = u64;
+    type Value = u64;
+
+    fn start(&self) -> u64 {
+        self.now()
+    }
+    fn end(&self, start: u64) -> u64 {
+        self.now().saturating_sub(start)
+    }
+    fn add(&self, a: &u64, b: &u64) -> u64 {
+        a + b
+    }
+    fn zero(&self) -> u64 {
+        0
+    }
+    fn to_f64(&self, v: &u64) -> f64 {
+        *v as f64
+    }
+    fn formatter(&self) -> &dyn ValueFormatter {
+        &NanosFormatter
+    }
+}
+
+/// Formats nanoseconds, and throughput in MiB/s.
+struct NanosFormatter;
+
+impl ValueFormatter for NanosFormatter {
+    fn scale_values(&self, typical: f64, values: &mut [f64]) -> &'static str {
+        let (factor, unit) = if typical < 1e3 {
+            (1.0, "ns")
+        } else if typical < 1e6 {
+            (1e-3, "µs")
+        } else if typical < 1e9 {
+            (1e-6, "ms")
+        } else {
+            (1e-9, "s")
+        };
+        values.iter_mut().for_each(|v| *v *= factor);
+        unit
+    }
+
+    fn scale_throughputs(
+        &self,
+        _typical: f64,
+        throughput: &Throughput,
+        values: &mut [f64],
+    ) -> &'static str {
+        let (amount, unit) = match throughput {
+            Throughput::Bytes(b) | Throughput::BytesDecimal(b) => {
+                (*b as f64 / (1024.0 * 1024.0), "MiB/s")
+            }
+            Throughput::Elements(e) => (*e as f64, "elem/s"),
+            Throughput::Bits(b) => (*b as f64, "bit/s"),
+            Throughput::ElementsAndBytes { bytes, .. } => {
+                (*bytes as f64 / (1024.0 * 1024.0), "MiB/s")
+            }
+        };
+        values.iter_mut().for_each(|v| *v = amount / (*v / 1e9));
+        unit
+    }
+
+    fn scale_for_machines(&self, _values: &mut [f64]) -> &'static str {
+        "ns"
+    }
+}
 
 /// Deterministic pseudo-random numbers (no dependency, same corpus on every run).
 struct Rng(u64);
@@ -195,7 +297,7 @@ fn theirs(input: &str) -> u64 {
     sum
 }
 
-fn bench(c: &mut Criterion) {
+fn bench(c: &mut Criterion<ThreadTime>) {
     const SIZE: usize = 4 << 20;
     let corpora = [
         ("short", short_lines(SIZE)),
@@ -236,5 +338,9 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+criterion_group! {
+    name = benches;
+    config = Criterion::default().with_measurement(ThreadTime::new());
+    targets = bench
+}
 criterion_main!(benches);

@@ -8,15 +8,13 @@
 //! goes through the exact, section-by-section emulation in `scan.rs`. The fuzz target
 //! checks that both paths agree.
 
-use memchr::memchr3;
-
 use super::number::parse_f64;
 use super::number::{parse_i64, parse_u64};
 use super::scan::{
     Meta, FLAG_NOT_UTF8, FLAG_PLAIN_NAMES, FLAG_TAGS_UNSORTED, MAX_KEY_LENGTH, MAX_NANO_TIME,
     MIN_NANO_TIME,
 };
-use super::ParseOptions;
+use super::{ParseOptions, Point};
 
 /// Fields remembered per point; points with more are read by re-scanning.
 pub(crate) const TABLE_FIELDS: usize = 16;
@@ -35,31 +33,22 @@ pub(crate) enum Kind {
     StrEscaped,
 }
 
-/// Where each field of a fast-path point is: `=` position and value end, both relative
-/// to the point's text. `len == 0` means "no table; re-scan".
+/// Where each field of a fast-path point ends (relative to the point's text) and its
+/// type. Keys end at their first `=`, as no key on the fast path holds an unescaped one.
+/// `len == 0` means "no table; re-scan" (too many fields, or a line over 64 KiB).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct FieldTable {
     pub len: u8,
-    pub spans: [(u32, u32); TABLE_FIELDS],
     pub kinds: [Kind; TABLE_FIELDS],
+    pub ends: [u16; TABLE_FIELDS],
 }
 
 impl FieldTable {
     pub(crate) const EMPTY: FieldTable = FieldTable {
         len: 0,
-        spans: [(0, 0); TABLE_FIELDS],
         kinds: [Kind::Float; TABLE_FIELDS],
+        ends: [0; TABLE_FIELDS],
     };
-}
-
-/// A line the fast path accepted.
-pub(crate) struct Fast {
-    /// End of the line (its `\n`, or the end of the input).
-    pub end: usize,
-    /// Newlines inside string values.
-    pub newlines: usize,
-    pub meta: Meta,
-    pub table: FieldTable,
 }
 
 const C_MEAS: u8 = 1; // ends a measurement, or needs the slow path: , space \ \n
@@ -86,6 +75,28 @@ fn class(c: u8) -> u8 {
 /// Advances `i` past bytes without any `mask` class, OR-ing them into `acc`.
 #[inline(always)]
 fn skip(b: &[u8], mut i: usize, mask: u8, acc: &mut u8) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let stops: &[u8] = match mask {
+            C_MEAS => b", \\\n",
+            C_TAG => b"=, \\\n",
+            _ => b"=, \\\"\n",
+        };
+        while i + 16 <= b.len() {
+            let (stop, high) = simd::find16(&b[i..i + 16], stops);
+            if stop != 0 {
+                let n = stop.trailing_zeros();
+                if high & ((1 << n) - 1) != 0 {
+                    *acc |= 0x80;
+                }
+                return i + n as usize;
+            }
+            if high != 0 {
+                *acc |= 0x80;
+            }
+            i += 16;
+        }
+    }
     while i < b.len() {
         let c = b[i];
         if class(c) & mask != 0 {
@@ -97,75 +108,123 @@ fn skip(b: &[u8], mut i: usize, mask: u8, acc: &mut u8) -> usize {
     i
 }
 
-/// Tag keys seen so far, for the sorted and duplicate checks.
-struct TagKeys {
-    spans: [(u32, u32); 32],
-    len: usize,
+/// Finds the next `"`, backslash or newline inside a string value, noting non-ASCII bytes.
+#[inline(always)]
+fn find_string_stop(b: &[u8], mut i: usize, acc: &mut u8) -> Option<usize> {
+    #[cfg(target_arch = "x86_64")]
+    while i + 16 <= b.len() {
+        let (stop, high) = simd::find16(&b[i..i + 16], b"\"\\\n");
+        if high != 0 {
+            *acc |= 0x80;
+        }
+        if stop != 0 {
+            return Some(i + stop.trailing_zeros() as usize);
+        }
+        i += 16;
+    }
+    while i < b.len() {
+        let c = b[i];
+        if c == b'"' || c == b'\\' || c == b'\n' {
+            return Some(i);
+        }
+        *acc |= c;
+        i += 1;
+    }
+    None
+}
+
+/// Advances `i` past ASCII digits.
+#[inline(always)]
+fn skip_digits(b: &[u8], mut i: usize) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    while i + 16 <= b.len() {
+        let other = simd::non_digits16(&b[i..i + 16]);
+        if other != 0 {
+            return i + other.trailing_zeros() as usize;
+        }
+        i += 16;
+    }
+    while i < b.len() && b[i].is_ascii_digit() {
+        i += 1;
+    }
+    i
+}
+
+/// Advances `i` past a name: bytes without any `mask` class, and backslash escapes.
+///
+/// A backslash followed by any byte but another backslash or a newline escapes that byte
+/// for every one of the server's scanners alike (they differ only on runs of
+/// backslashes), so such escapes stay on the fast path.
+#[inline(always)]
+fn skip_name(b: &[u8], mut i: usize, mask: u8, acc: &mut u8, escaped: &mut bool) -> Option<usize> {
+    loop {
+        i = skip(b, i, mask, acc);
+        if i >= b.len() || b[i] != b'\\' {
+            return Some(i);
+        }
+        let next = *b.get(i + 1)?;
+        if next == b'\\' || next == b'\n' {
+            return None;
+        }
+        *acc |= next;
+        *escaped = true;
+        i += 2;
+    }
 }
 
 /// Parses the line starting at `pos` if it is ordinary; `None` sends it to the slow path
 /// (which also produces every error message).
 #[inline]
-pub(crate) fn parse_line(b: &[u8], pos: usize, opts: &ParseOptions) -> Option<Fast> {
+pub(crate) fn parse_line<'a>(
+    b: &'a [u8],
+    pos: usize,
+    opts: &ParseOptions,
+) -> Option<(usize, usize, Point<'a>)> {
     let len = b.len();
     let mut acc = 0u8;
+    let mut escaped = false;
     let first = *b.get(pos)?;
-    if matches!(first, b',' | b' ' | b'\t' | 0 | b'#' | b'\n' | b'\\') {
+    if matches!(first, b',' | b' ' | b'\t' | 0 | b'#' | b'\n') {
         return None;
     }
-    acc |= first;
 
     // Measurement.
-    let mut i = skip(b, pos + 1, C_MEAS, &mut acc);
-    if i >= len || b[i] == b'\\' || b[i] == b'\n' {
+    let mut i = skip_name(b, pos, C_MEAS, &mut acc, &mut escaped)?;
+    if i >= len || b[i] == b'\n' {
         return None;
     }
     let meas_end = i;
 
     // Tags.
-    let mut flags = FLAG_PLAIN_NAMES;
+    let mut flags = 0;
     if b[i] == b',' {
-        let mut keys = TagKeys {
-            spans: [(0, 0); 32],
-            len: 0,
-        };
+        let mut prev_key = (0, 0);
         loop {
             let ks = i + 1;
-            i = skip(b, ks, C_TAG, &mut acc);
+            i = skip_name(b, ks, C_TAG, &mut acc, &mut escaped)?;
             if i >= len || b[i] != b'=' || i == ks {
                 return None;
             }
             let ke = i;
             let vs = i + 1;
-            i = skip(b, vs, C_TAG, &mut acc);
+            i = skip_name(b, vs, C_TAG, &mut acc, &mut escaped)?;
             if i >= len || i == vs || (b[i] != b',' && b[i] != b' ') {
                 return None;
             }
-            let key = &b[ks..ke];
-            if keys.len > 0 {
-                let (ps, pe) = keys.spans[keys.len - 1];
-                match b[ps as usize..pe as usize].cmp(key) {
+            if prev_key.1 > 0 {
+                match b[prev_key.0..prev_key.1].cmp(&b[ks..ke]) {
                     std::cmp::Ordering::Less => {}
                     std::cmp::Ordering::Equal => return None,
                     std::cmp::Ordering::Greater => flags |= FLAG_TAGS_UNSORTED,
                 }
             }
-            if keys.len == keys.spans.len() {
-                return None;
-            }
-            keys.spans[keys.len] = (ks as u32, ke as u32);
-            keys.len += 1;
+            prev_key = (ks, ke);
             if b[i] == b' ' {
                 break;
             }
         }
-        if flags & FLAG_TAGS_UNSORTED != 0 {
-            let spans = &mut keys.spans[..keys.len];
-            let key = |s: (u32, u32)| &b[s.0 as usize..s.1 as usize];
-            spans.sort_unstable_by(|x, y| key(*x).cmp(key(*y)));
-            if spans.windows(2).any(|w| key(w[0]) == key(w[1])) {
-                return None;
-            }
+        if flags & FLAG_TAGS_UNSORTED != 0 && !unsorted_tags_are_unique(&b[meas_end + 1..i])? {
+            return None;
         }
     }
     let key_end = i;
@@ -184,17 +243,15 @@ pub(crate) fn parse_line(b: &[u8], pos: usize, opts: &ParseOptions) -> Option<Fa
     let mut table = FieldTable::EMPTY;
     let mut count = 0usize;
     let mut newlines = 0usize;
-    let mut string_bytes_ascii = true;
     loop {
         let ks = i;
-        i = skip(b, ks, C_FKEY, &mut acc);
+        i = skip_name(b, ks, C_FKEY, &mut acc, &mut escaped)?;
         if i >= len || b[i] != b'=' || i == ks {
             return None;
         }
         if key_end - pos + 4 + (i - ks) > MAX_KEY_LENGTH {
             return None;
         }
-        let eq = i;
         i += 1;
         let c = *b.get(i)?;
         let kind = match c {
@@ -205,17 +262,17 @@ pub(crate) fn parse_line(b: &[u8], pos: usize, opts: &ParseOptions) -> Option<Fa
             }
             b'"' => {
                 let start = i + 1;
-                let mut escaped = false;
+                let mut string_escaped = false;
                 i = start;
                 loop {
-                    let j = i + memchr3(b'"', b'\\', b'\n', &b[i..])?;
+                    let j = find_string_stop(b, i, &mut acc)?;
                     match b[j] {
                         b'"' => {
                             i = j + 1;
                             break;
                         }
                         b'\\' => {
-                            escaped = true;
+                            string_escaped = true;
                             if b.get(j + 1) == Some(&b'\n') {
                                 newlines += 1;
                             }
@@ -227,8 +284,7 @@ pub(crate) fn parse_line(b: &[u8], pos: usize, opts: &ParseOptions) -> Option<Fa
                         }
                     }
                 }
-                string_bytes_ascii &= b[start..i].is_ascii();
-                if escaped {
+                if string_escaped {
                     Kind::StrEscaped
                 } else {
                     Kind::Str
@@ -248,7 +304,7 @@ pub(crate) fn parse_line(b: &[u8], pos: usize, opts: &ParseOptions) -> Option<Fa
             _ => return None,
         };
         if count < TABLE_FIELDS {
-            table.spans[count] = ((eq - pos) as u32, (i - pos) as u32);
+            table.ends[count] = u16::try_from(i - pos).unwrap_or(0);
             table.kinds[count] = kind;
         }
         count += 1;
@@ -261,7 +317,7 @@ pub(crate) fn parse_line(b: &[u8], pos: usize, opts: &ParseOptions) -> Option<Fa
         }
         break;
     }
-    if count <= TABLE_FIELDS {
+    if count <= TABLE_FIELDS && i - pos <= usize::from(u16::MAX) {
         table.len = count as u8;
     }
     let fields_end = i;
@@ -276,9 +332,7 @@ pub(crate) fn parse_line(b: &[u8], pos: usize, opts: &ParseOptions) -> Option<Fa
         if b[i] == b'-' {
             i += 1;
         }
-        while i < len && b[i].is_ascii_digit() {
-            i += 1;
-        }
+        i = skip_digits(b, i);
         let digits = &b[start..i];
         if digits.is_empty() || digits == b"-" || (i < len && !matches!(b[i], b' ' | b'\n')) {
             return None;
@@ -299,7 +353,10 @@ pub(crate) fn parse_line(b: &[u8], pos: usize, opts: &ParseOptions) -> Option<Fa
     if end - pos > u32::MAX as usize {
         return None;
     }
-    if (acc & 0x80 != 0 || !string_bytes_ascii) && std::str::from_utf8(&b[pos..end]).is_err() {
+    if !escaped {
+        flags |= FLAG_PLAIN_NAMES;
+    }
+    if acc & 0x80 != 0 && std::str::from_utf8(&b[pos..end]).is_err() {
         flags |= FLAG_NOT_UTF8;
     }
     let meta = Meta {
@@ -310,12 +367,39 @@ pub(crate) fn parse_line(b: &[u8], pos: usize, opts: &ParseOptions) -> Option<Fa
         flags,
         timestamp,
     };
-    Some(Fast {
-        end,
-        newlines,
-        meta,
-        table,
-    })
+    Some((end, newlines, Point::new(&b[pos..end], 0, meta, table)))
+}
+
+/// Duplicate check for tags that are not in order (raw keys, as the server compares them).
+/// `None` (too many tags to check here) sends the line to the slow path.
+#[cold]
+fn unsorted_tags_are_unique(tags: &[u8]) -> Option<bool> {
+    let mut keys: [&[u8]; 32] = [&[]; 32];
+    let mut n = 0;
+    // No backslash runs on the fast path: a byte after a backslash is escaped.
+    let mut i = 0;
+    while i < tags.len() {
+        let start = i;
+        let mut eq = usize::MAX;
+        while i < tags.len() {
+            match tags[i] {
+                b'\\' => i += 1,
+                b'=' if eq == usize::MAX => eq = i,
+                b',' => break,
+                _ => {}
+            }
+            i += 1;
+        }
+        if n == keys.len() {
+            return None;
+        }
+        keys[n] = &tags[start..eq.min(i)];
+        n += 1;
+        i += 1;
+    }
+    let keys = &mut keys[..n];
+    keys.sort_unstable();
+    Some(keys.windows(2).all(|w| w[0] != w[1]))
 }
 
 /// The common number forms (`-?digits[.digits][e[+-]digits]`, `-?digits i`, `digits u`)
@@ -329,9 +413,7 @@ fn number(b: &[u8], start: usize, allow_unsigned: bool) -> Option<(usize, Kind)>
         i += 1;
     }
     let int_start = i;
-    while i < len && b[i].is_ascii_digit() {
-        i += 1;
-    }
+    i = skip_digits(b, i);
     let int_digits = i - int_start;
     let ends = |i: usize| i >= len || class(b[i]) & C_END != 0;
     if i < len && (b[i] == b'i' || b[i] == b'u') {
@@ -355,9 +437,7 @@ fn number(b: &[u8], start: usize, allow_unsigned: bool) -> Option<(usize, Kind)>
     if i < len && b[i] == b'.' {
         i += 1;
         let f = i;
-        while i < len && b[i].is_ascii_digit() {
-            i += 1;
-        }
+        i = skip_digits(b, i);
         frac_digits = i - f;
     }
     if int_digits + frac_digits == 0 {
@@ -371,9 +451,7 @@ fn number(b: &[u8], start: usize, allow_unsigned: bool) -> Option<(usize, Kind)>
             i += 1;
         }
         let e = i;
-        while i < len && b[i].is_ascii_digit() {
-            i += 1;
-        }
+        i = skip_digits(b, i);
         if i == e {
             return None;
         }
@@ -385,4 +463,48 @@ fn number(b: &[u8], start: usize, allow_unsigned: bool) -> Option<(usize, Kind)>
         parse_f64(&b[start..i])?;
     }
     Some((i, Kind::Float))
+}
+
+/// 16 bytes at a time with SSE2, which every x86-64 CPU has.
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use std::arch::x86_64::{
+        __m128i, _mm_cmpeq_epi8, _mm_cmpgt_epi8, _mm_cmplt_epi8, _mm_loadu_si128,
+        _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8, _mm_setzero_si128,
+    };
+
+    #[inline(always)]
+    fn load(chunk: &[u8]) -> __m128i {
+        assert!(chunk.len() >= 16);
+        // SAFETY: the assert above keeps the unaligned 16-byte load inside `chunk`.
+        unsafe { _mm_loadu_si128(chunk.as_ptr().cast()) }
+    }
+
+    /// Bit k set where `chunk[k]` is one of `stops`, and bit k set where it is not ASCII.
+    #[inline(always)]
+    #[allow(unused_unsafe)] // the value intrinsics are safe from Rust 1.87 on
+    pub(super) fn find16(chunk: &[u8], stops: &[u8]) -> (u32, u32) {
+        let v = load(chunk);
+        // SAFETY: SSE2 is part of the x86-64 baseline; these only compute on values.
+        unsafe {
+            let mut hits = _mm_setzero_si128();
+            for &s in stops {
+                hits = _mm_or_si128(hits, _mm_cmpeq_epi8(v, _mm_set1_epi8(s as i8)));
+            }
+            (_mm_movemask_epi8(hits) as u32, _mm_movemask_epi8(v) as u32)
+        }
+    }
+
+    /// Bit k set where `chunk[k]` is not an ASCII digit.
+    #[inline(always)]
+    #[allow(unused_unsafe)]
+    pub(super) fn non_digits16(chunk: &[u8]) -> u32 {
+        let v = load(chunk);
+        // SAFETY: as in `find16`. Bytes >= 0x80 are negative as i8, so below '0'.
+        unsafe {
+            let below = _mm_cmplt_epi8(v, _mm_set1_epi8(b'0' as i8));
+            let above = _mm_cmpgt_epi8(v, _mm_set1_epi8(b'9' as i8));
+            _mm_movemask_epi8(_mm_or_si128(below, above)) as u32
+        }
+    }
 }

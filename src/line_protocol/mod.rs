@@ -132,15 +132,13 @@ impl<'a> Iterator for Lines<'a> {
             } else {
                 None
             };
-            if let Some(fast) = fast {
+            if let Some((end, newlines, point)) = fast {
                 let number = self.line_number;
-                self.line_number += fast.newlines + 1;
-                self.pos = fast.end + 1;
-                let text = &input[start..fast.end];
-                let point = Point::new(text, 0, fast.meta, fast.table);
+                self.line_number += newlines + 1;
+                self.pos = end + 1;
                 return Some(Line {
                     number,
-                    span: start..fast.end,
+                    span: start..end,
                     result: Ok(point),
                 });
             }

@@ -199,7 +199,16 @@ pub(crate) fn parse_i64(text: &[u8]) -> Option<i64> {
     if digits.is_empty() {
         return None;
     }
-    // Accumulate negatively so that i64::MIN is reachable.
+    if digits.len() <= 19 {
+        let u = parse_digits(digits)?;
+        return if neg {
+            // 2^63 is i64::MIN.
+            (u <= 1 << 63).then(|| (u as i64).wrapping_neg())
+        } else {
+            i64::try_from(u).ok()
+        };
+    }
+    // Longer only with leading zeros: accumulate negatively so that i64::MIN is reachable.
     let mut v: i64 = 0;
     for &c in digits {
         let d = c.wrapping_sub(b'0');
@@ -221,6 +230,9 @@ pub(crate) fn parse_u64(text: &[u8]) -> Option<u64> {
     if text.is_empty() {
         return None;
     }
+    if text.len() <= 19 {
+        return parse_digits(text);
+    }
     let mut v: u64 = 0;
     for &c in text {
         let d = c.wrapping_sub(b'0');
@@ -230,6 +242,49 @@ pub(crate) fn parse_u64(text: &[u8]) -> Option<u64> {
         v = v.checked_mul(10)?.checked_add(u64::from(d))?;
     }
     Some(v)
+}
+
+/// Value of at most 19 ASCII digits (which cannot overflow a u64); `None` if any byte is
+/// not a digit. Eight digits at a time.
+#[inline]
+fn parse_digits(mut d: &[u8]) -> Option<u64> {
+    debug_assert!(d.len() <= 19);
+    let mut v: u64 = 0;
+    while d.len() >= 8 {
+        let mut chunk = [0u8; 8];
+        chunk.copy_from_slice(&d[..8]);
+        let x = u64::from_le_bytes(chunk);
+        // Every byte in '0'..='9': high nibble 3, and still 3 after adding 6.
+        let nibbles = (x & 0xF0F0_F0F0_F0F0_F0F0)
+            | ((x.wrapping_add(0x0606_0606_0606_0606) & 0xF0F0_F0F0_F0F0_F0F0) >> 4);
+        if nibbles != 0x3333_3333_3333_3333 {
+            return None;
+        }
+        v = v * 100_000_000 + eight_digits(x);
+        d = &d[8..];
+    }
+    for &c in d {
+        let digit = c.wrapping_sub(b'0');
+        if digit > 9 {
+            return None;
+        }
+        v = v * 10 + u64::from(digit);
+    }
+    Some(v)
+}
+
+/// Eight ASCII digits, first digit in the lowest byte, to their value (SWAR).
+#[inline(always)]
+fn eight_digits(x: u64) -> u64 {
+    const MASK: u64 = 0x0000_00FF_0000_00FF;
+    const MUL1: u64 = 100 + (1_000_000 << 32);
+    const MUL2: u64 = 1 + (10_000 << 32);
+    let x = x.wrapping_sub(0x3030_3030_3030_3030);
+    let x = x.wrapping_mul(10).wrapping_add(x >> 8);
+    ((x & MASK)
+        .wrapping_mul(MUL1)
+        .wrapping_add(((x >> 16) & MASK).wrapping_mul(MUL2)))
+        >> 32
 }
 
 /// Parses a float as Go's `strconv.ParseFloat` does for the characters `scanNumber`
@@ -267,35 +322,32 @@ fn parse_f64_fast(text: &[u8]) -> Option<f64> {
         Some((b'-', rest)) => (true, rest),
         _ => (false, text),
     };
-    if body.is_empty() || body.len() > 17 {
+    if body.len() > 20 {
         return None;
     }
-    let mut mantissa: u64 = 0;
-    let mut frac_digits: usize = 0;
-    let mut seen_dot = false;
-    let mut any_digit = false;
-    for &c in body {
-        if c == b'.' {
-            if seen_dot {
-                return None;
-            }
-            seen_dot = true;
-            continue;
-        }
-        let d = c.wrapping_sub(b'0');
-        if d > 9 {
-            return None;
-        }
-        any_digit = true;
-        mantissa = mantissa * 10 + u64::from(d);
-        if seen_dot {
-            frac_digits += 1;
-        }
-    }
-    if !any_digit || mantissa > (1u64 << 53) {
+    let (int, frac) = match body.iter().position(|&c| c == b'.') {
+        Some(dot) => (&body[..dot], &body[dot + 1..]),
+        None => (body, &body[body.len()..]),
+    };
+    let digits = int.len() + frac.len();
+    if digits == 0 || digits > 19 {
         return None;
     }
-    let v = mantissa as f64 / POW10[frac_digits];
+    let int = if int.is_empty() {
+        0
+    } else {
+        parse_digits(int)?
+    };
+    let frac_value = if frac.is_empty() {
+        0
+    } else {
+        parse_digits(frac)?
+    };
+    let mantissa = int * 10u64.pow(frac.len() as u32) + frac_value;
+    if mantissa > (1u64 << 53) {
+        return None;
+    }
+    let v = mantissa as f64 / POW10[frac.len()];
     Some(if neg { -v } else { v })
 }
 
@@ -399,6 +451,47 @@ mod tests {
             scan_timestamp(b"9223372036854775808", 0),
             Err(Reason::TimestampOutOfRange("9223372036854775808".into()))
         );
+    }
+
+    #[test]
+    fn integer_parsing_matches_std() {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for len in 1..=22 {
+            for _ in 0..200 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let digits: String = (0..len)
+                    .map(|k| char::from(b'0' + ((x >> (k % 60)) % 10) as u8))
+                    .collect();
+                for text in [digits.clone(), format!("-{digits}")] {
+                    assert_eq!(
+                        parse_i64(text.as_bytes()),
+                        text.parse::<i64>().ok(),
+                        "{text}"
+                    );
+                }
+                assert_eq!(
+                    parse_u64(digits.as_bytes()),
+                    digits.parse::<u64>().ok(),
+                    "{digits}"
+                );
+                let dotted = format!("{}.{}", &digits[..len / 2], &digits[len / 2..]);
+                let expect: f64 = dotted.parse().unwrap_or(f64::NAN);
+                assert_eq!(
+                    parse_f64(dotted.as_bytes()).map(f64::to_bits),
+                    Some(expect.to_bits()),
+                    "{dotted}"
+                );
+            }
+        }
+        for bad in ["", "-", "1a", "12345678a", "1234567/", "--1", "1.2.3"] {
+            assert_eq!(parse_i64(bad.as_bytes()), None, "{bad}");
+        }
+        assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
+        assert_eq!(parse_i64(b"9223372036854775808"), None);
+        assert_eq!(parse_u64(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_u64(b"18446744073709551616"), None);
     }
 
     #[test]

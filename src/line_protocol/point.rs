@@ -98,13 +98,32 @@ impl<'a> Point<'a> {
         }
         let m = self.meta.meas_end as usize;
         out.extend_from_slice(&key[..m]);
-        let mut pairs: Vec<&[u8]> = RawTags {
+        let raw_tags = RawTags {
             raw: &key[m + 1..],
             pos: 0,
+        };
+        // Sort on the stack for the usual tag counts.
+        let mut inline: [&[u8]; 32] = [&[]; 32];
+        let mut n = 0;
+        let mut spill = Vec::new();
+        for pair in raw_tags {
+            if n < inline.len() {
+                inline[n] = pair;
+            } else {
+                if spill.is_empty() {
+                    spill.extend_from_slice(&inline);
+                }
+                spill.push(pair);
+            }
+            n += 1;
         }
-        .collect();
+        let pairs = if n <= inline.len() {
+            &mut inline[..n]
+        } else {
+            &mut spill[..]
+        };
         pairs.sort_by(|a, b| tag_key_of(a).cmp(tag_key_of(b)));
-        for pair in pairs {
+        for pair in pairs.iter() {
             out.push(b',');
             out.extend_from_slice(pair);
         }
@@ -182,6 +201,12 @@ fn decode_value<'a>(raw: &'a [u8], utf8: bool, unescape: fn(&[u8]) -> Vec<u8>) -
         return borrowed_str(raw, utf8);
     }
     let bytes = unescape(raw);
+    if utf8 {
+        debug_assert!(std::str::from_utf8(&bytes).is_ok());
+        // SAFETY: `raw` is valid UTF-8 (see `borrowed_str`) and unescaping only drops
+        // ASCII backslashes that precede ASCII bytes, which keeps it valid.
+        return Cow::Owned(unsafe { String::from_utf8_unchecked(bytes) });
+    }
     match String::from_utf8(bytes) {
         Ok(s) => Cow::Owned(s),
         Err(e) => Cow::Owned(String::from_utf8_lossy(e.as_bytes()).into_owned()),
@@ -206,17 +231,20 @@ fn borrowed_str(raw: &[u8], utf8: bool) -> Cow<'_, str> {
 #[inline]
 fn unescape_with(raw: &[u8], set: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(raw.len());
+    // Copy runs between dropped backslashes.
+    let mut run_start = 0;
     let mut i = 0;
-    while i < raw.len() {
-        let c = raw[i];
-        if c == b'\\' && i + 1 < raw.len() && set.contains(&raw[i + 1]) {
-            out.push(raw[i + 1]);
-            i += 2;
+    while let Some(off) = memchr::memchr(b'\\', &raw[i..]) {
+        let j = i + off;
+        if j + 1 < raw.len() && set.contains(&raw[j + 1]) {
+            out.extend_from_slice(&raw[run_start..j]);
+            run_start = j + 1;
+            i = j + 2;
         } else {
-            out.push(c);
-            i += 1;
+            i = j + 1;
         }
     }
+    out.extend_from_slice(&raw[run_start..]);
     out
 }
 
@@ -290,6 +318,28 @@ impl<'a> Iterator for Tags<'a> {
 
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
+        if self.text.plain {
+            // No backslashes: the first '=' ends the key and the next ',' the value.
+            let raw = self.raw;
+            let start = self.pos;
+            if start >= raw.len() {
+                return None;
+            }
+            let mut eq = start;
+            while eq < raw.len() && raw[eq] != b'=' {
+                eq += 1;
+            }
+            let mut end = eq;
+            while end < raw.len() && raw[end] != b',' {
+                end += 1;
+            }
+            self.pos = end + 1;
+            let value = raw.get(eq + 1..end).unwrap_or_default();
+            return Some((
+                borrowed_str(&raw[start..eq], self.text.utf8),
+                borrowed_str(value, self.text.utf8),
+            ));
+        }
         let mut raw_tags = RawTags {
             raw: self.raw,
             pos: self.pos,
@@ -332,14 +382,14 @@ impl<'a> Iterator for Fields<'_, 'a> {
             if self.index >= usize::from(table.len) {
                 return None;
             }
-            let (eq, end) = table.spans[self.index];
-            let (eq, end) = (eq as usize, end as usize);
+            let end = usize::from(table.ends[self.index]);
             let kind = table.kinds[self.index];
+            let eq = key_end(raw, self.pos, end);
             self.index += 1;
             let key = &raw[self.pos..eq];
             self.pos = end + 1;
             let value = table_value(&raw[eq + 1..end], kind, self.text.utf8);
-            return Some((borrowed_str(key, self.text.utf8), value));
+            return Some((decode(key, self.text, unescape_field_key), value));
         }
         if self.pos >= raw.len() {
             return None;
@@ -352,6 +402,21 @@ impl<'a> Iterator for Fields<'_, 'a> {
         let value = field_value(&raw[value_start..value_end], self.text.utf8);
         Some((decode(key, self.text, unescape_field_key), value))
     }
+}
+
+/// End of a fast-path field key: its first `=` not right after a backslash (the fast
+/// path has no runs of backslashes, so that is the server's `scanTo` too).
+#[inline(always)]
+fn key_end(raw: &[u8], start: usize, end: usize) -> usize {
+    let mut i = start;
+    while i < end {
+        if raw[i] == b'=' && (i == start || raw[i - 1] != b'\\') {
+            return i;
+        }
+        i += 1;
+    }
+    debug_assert!(false, "fast-path key without '='");
+    end.saturating_sub(1)
 }
 
 /// Reads a value the fast path has typed already.
