@@ -197,9 +197,14 @@ fn decode<'a>(raw: &'a [u8], kind: TextKind, unescape: fn(&[u8]) -> Vec<u8>) -> 
 /// [`decode`] for bytes that may hold escapes whatever the names hold (string values).
 #[inline]
 fn decode_value<'a>(raw: &'a [u8], utf8: bool, unescape: fn(&[u8]) -> Vec<u8>) -> Cow<'a, str> {
-    if memchr::memchr(b'\\', raw).is_none() {
+    if find_backslash(raw).is_none() {
         return borrowed_str(raw, utf8);
     }
+    decode_escaped(raw, utf8, unescape)
+}
+
+/// Unescapes bytes known to hold a backslash.
+fn decode_escaped(raw: &[u8], utf8: bool, unescape: fn(&[u8]) -> Vec<u8>) -> Cow<'static, str> {
     let bytes = unescape(raw);
     if utf8 {
         debug_assert!(std::str::from_utf8(&bytes).is_ok());
@@ -226,6 +231,27 @@ fn borrowed_str(raw: &[u8], utf8: bool) -> Cow<'_, str> {
     }
 }
 
+/// First backslash in `hay`, eight bytes at a time: names and strings are short, so this
+/// beats a call into a general-purpose search.
+#[inline(always)]
+fn find_backslash(hay: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let mut i = 0;
+    while i + 8 <= hay.len() {
+        let mut chunk = [0u8; 8];
+        chunk.copy_from_slice(&hay[i..i + 8]);
+        let x = u64::from_le_bytes(chunk) ^ (ONES * u64::from(b'\\'));
+        // The lowest flagged byte of this zero-byte test is always exact.
+        let zero = x.wrapping_sub(ONES) & !x & HIGHS;
+        if zero != 0 {
+            return Some(i + (zero.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    hay[i..].iter().position(|&c| c == b'\\').map(|p| i + p)
+}
+
 /// Drops the backslash of each `\` + one of `set`, left to right; any other backslash
 /// is kept (the server's `escape.Unescape` / `unescapeTag`).
 #[inline]
@@ -234,7 +260,7 @@ fn unescape_with(raw: &[u8], set: &[u8]) -> Vec<u8> {
     // Copy runs between dropped backslashes.
     let mut run_start = 0;
     let mut i = 0;
-    while let Some(off) = memchr::memchr(b'\\', &raw[i..]) {
+    while let Some(off) = find_backslash(&raw[i..]) {
         let j = i + off;
         if j + 1 < raw.len() && set.contains(&raw[j + 1]) {
             out.extend_from_slice(&raw[run_start..j]);
@@ -422,23 +448,36 @@ fn key_end(raw: &[u8], start: usize, end: usize) -> usize {
 /// Reads a value the fast path has typed already.
 #[inline]
 fn table_value(v: &[u8], kind: Kind, utf8: bool) -> FieldValue<'_> {
-    let parsed = match kind {
-        Kind::Float => parse_f64(v).map(FieldValue::Float),
-        Kind::Integer => parse_i64(&v[..v.len() - 1]).map(FieldValue::Integer),
-        Kind::Unsigned => parse_u64(&v[..v.len() - 1]).map(FieldValue::Unsigned),
-        Kind::True => Some(FieldValue::Boolean(true)),
-        Kind::False => Some(FieldValue::Boolean(false)),
-        Kind::Str => Some(FieldValue::String(borrowed_str(&v[1..v.len() - 1], utf8))),
-        Kind::StrEscaped => Some(FieldValue::String(decode_value(
-            &v[1..v.len() - 1],
-            utf8,
-            unescape_string,
-        ))),
-    };
-    parsed.unwrap_or_else(|| {
-        debug_assert!(false, "fast-path field value failed to convert: {v:?}");
-        FieldValue::String(String::from_utf8_lossy(v))
-    })
+    // Each arm builds its variant directly: going through `Option<FieldValue>` made the
+    // compiler store the payload in pieces and stall on reading it back.
+    match kind {
+        Kind::Float => match parse_f64(v) {
+            Some(f) => FieldValue::Float(f),
+            None => unconvertible(v),
+        },
+        Kind::Integer => match parse_i64(&v[..v.len() - 1]) {
+            Some(i) => FieldValue::Integer(i),
+            None => unconvertible(v),
+        },
+        Kind::Unsigned => match parse_u64(&v[..v.len() - 1]) {
+            Some(u) => FieldValue::Unsigned(u),
+            None => unconvertible(v),
+        },
+        Kind::True => FieldValue::Boolean(true),
+        Kind::False => FieldValue::Boolean(false),
+        Kind::Str => FieldValue::String(borrowed_str(&v[1..v.len() - 1], utf8)),
+        Kind::StrEscaped => {
+            FieldValue::String(decode_escaped(&v[1..v.len() - 1], utf8, unescape_string))
+        }
+    }
+}
+
+/// Never reached: the fast path only records values that convert.
+#[cold]
+#[inline(never)]
+fn unconvertible(v: &[u8]) -> FieldValue<'_> {
+    debug_assert!(false, "fast-path field value failed to convert: {v:?}");
+    FieldValue::String(String::from_utf8_lossy(v))
 }
 
 /// Whether a raw value (as delimited by `walkFields`) reads back as a typed value.

@@ -518,10 +518,8 @@ fn check_irregular_fields(
     end: usize,
     opts: &ParseOptions,
 ) -> Result<(), Reason> {
-    let mut segs = Vec::new();
-    scan_fields(b, start, opts, &mut |s| segs.push(s))?;
     let fields = &b[start..end];
-    let mut walked = Vec::new();
+    // walkFields as the server runs it first: its errors win.
     let mut i = 0;
     while i < fields.len() {
         let eq = scan_to_eq(fields, i);
@@ -534,18 +532,26 @@ fn check_irregular_fields(
         if size > MAX_KEY_LENGTH {
             return Err(Reason::MaxKeyLength(size));
         }
-        let value_end = scan_field_value(fields, eq + 1);
-        walked.push(FieldSeg {
-            key_start: start + i,
-            eq: start + eq,
-            value_end: start + value_end,
-        });
-        i = value_end + 1;
+        i = scan_field_value(fields, eq + 1) + 1;
     }
-    if walked != segs {
+    // Both scanners must delimit the same fields (compared in step, without storing them).
+    let mut walk = Walk {
+        b,
+        start,
+        pos: 0,
+        end,
+    };
+    let mut same = true;
+    scan_fields(b, start, opts, &mut |seg| same &= walk.next() == Some(seg))?;
+    if !same || walk.next().is_some() {
         return Err(Reason::InvalidFieldFormat);
     }
-    for seg in &walked {
+    for seg in (Walk {
+        b,
+        start,
+        pos: 0,
+        end,
+    }) {
         if seg.eq == seg.key_start {
             return Err(Reason::MissingFieldKey);
         }
@@ -554,6 +560,34 @@ fn check_irregular_fields(
         }
     }
     Ok(())
+}
+
+/// The fields as the server's `walkFields` delimits them (absolute positions in `b`).
+struct Walk<'b> {
+    b: &'b [u8],
+    start: usize,
+    pos: usize,
+    end: usize,
+}
+
+impl Iterator for Walk<'_> {
+    type Item = FieldSeg;
+
+    fn next(&mut self) -> Option<FieldSeg> {
+        let fields = &self.b[self.start..self.end];
+        if self.pos >= fields.len() {
+            return None;
+        }
+        let eq = scan_to_eq(fields, self.pos);
+        let value_end = scan_field_value(fields, (eq + 1).min(fields.len()));
+        let seg = FieldSeg {
+            key_start: self.start + self.pos,
+            eq: self.start + eq,
+            value_end: self.start + value_end,
+        };
+        self.pos = value_end + 1;
+        Some(seg)
+    }
 }
 
 /// The server's `scanTime` plus the timestamp checks of `parsePoint`.
