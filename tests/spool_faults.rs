@@ -235,7 +235,10 @@ async fn kafka_outage_loses_no_acknowledged_point() {
             let base = now_ns();
             let mut next = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Acquire) {
-                let response = post(&client, &url, lines(next, 20, base)).await;
+                // Plus one point of one of 3 series whose order the test checks in Kafka.
+                let write = next / 20;
+                let order = format!("order,s={} n={write}i {}\n", write % 3, base + write as i64);
+                let response = post(&client, &url, lines(next, 20, base) + &order).await;
                 match response {
                     Ok(r) if r.status().is_success() => {
                         acked.lock().unwrap().extend(next..next + 20)
@@ -290,7 +293,13 @@ async fn kafka_outage_loses_no_acknowledged_point() {
         .await;
     proxy.stop().await;
 
-    let records = kafka_records(&topic, acked.len(), Duration::from_secs(90)).await;
+    let expected = acked.len() + acked.len() / 20;
+    let (ordered, records): (Vec<_>, Vec<_>) =
+        kafka_records(&topic, expected, Duration::from_secs(90))
+            .await
+            .into_iter()
+            .partition(|r| r.value_str().starts_with("order,"));
+    assert_series_order(&ordered, acked.len() / 20);
     let view = kafka_view(&records);
     let influx = influx_ids(&db).await;
     let missing: Vec<_> = acked
@@ -316,6 +325,33 @@ async fn kafka_outage_loses_no_acknowledged_point() {
         view.duplicates,
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Each series' points arrive in write order within their partition (first copy per
+/// `tee-id`; a replayed duplicate may come later), and none is missing.
+fn assert_series_order(records: &[KafkaRecord], writes: usize) {
+    let mut seen = BTreeSet::new();
+    let mut last: BTreeMap<(i32, String), i64> = BTreeMap::new();
+    for record in records {
+        if !seen.insert(record.headers["tee-id"].clone()) {
+            continue;
+        }
+        let n: i64 = record
+            .value_str()
+            .split_once(" n=")
+            .and_then(|(_, rest)| rest.split('i').next())
+            .and_then(|n| n.parse().ok())
+            .expect("n field");
+        let key = (record.partition, record.key_str().to_owned());
+        if let Some(previous) = last.insert(key.clone(), n) {
+            assert!(n > previous, "series {key:?}: {n} after {previous}");
+        }
+    }
+    assert!(
+        seen.len() >= writes,
+        "{} ordered points for {writes} acknowledged writes",
+        seen.len()
+    );
 }
 
 // ---------------------------------------------------------------------------------------

@@ -92,6 +92,22 @@ fn is_permanent(error: &KafkaError) -> bool {
 /// Settles entries as Kafka answers, and dead-letters poison records.
 pub(crate) struct ShipContext {
     shared: Arc<Shared>,
+    /// `shipped` and the proxy's `delivered`, looked up once rather than per record.
+    shipped: prometheus::IntCounter,
+    delivered: Option<prometheus::IntCounter>,
+}
+
+impl ShipContext {
+    fn new(shared: Arc<Shared>) -> ShipContext {
+        ShipContext {
+            shipped: shared.metrics.records_total.with_label_values(&["shipped"]),
+            delivered: shared
+                .proxy_metrics
+                .as_ref()
+                .map(|p| p.kafka_records.with_label_values(&["delivered"])),
+            shared,
+        }
+    }
 }
 
 impl ClientContext for ShipContext {}
@@ -106,9 +122,9 @@ impl ProducerContext for ShipContext {
         }
         match result {
             Ok(_) => {
-                shared.metrics.count("shipped", 1);
-                if let Some(proxy) = &shared.proxy_metrics {
-                    proxy.kafka_records.with_label_values(&["delivered"]).inc();
+                self.shipped.inc();
+                if let Some(delivered) = &self.delivered {
+                    delivered.inc();
                 }
             }
             Err((error, message)) if is_permanent(error) => {
@@ -218,9 +234,7 @@ fn run(shared: Arc<Shared>, properties: BTreeMap<String, String>, control: Arc<C
             config.set(key, value);
         }
         let producer: ThreadedProducer<ShipContext> =
-            match config.create_with_context(ShipContext {
-                shared: shared.clone(),
-            }) {
+            match config.create_with_context(ShipContext::new(shared.clone())) {
                 Ok(producer) => producer,
                 Err(error) => {
                     tracing::error!(%error, "spool: cannot create the Kafka producer; retrying");
@@ -457,42 +471,51 @@ fn send_entry(
             value: Some(value),
         });
     }
+    // Looked up once per entry, not once per record.
+    let enqueued = shared.proxy_metrics.as_ref().map(|p| {
+        (
+            p.kafka_records.with_label_values(&["enqueued"]),
+            &p.kafka_queue_depth,
+        )
+    });
     for record in entry.records() {
         let tee_id = format::tee_id(&shared.instance, entry.seq, record.index);
         let headers = base_headers.clone().insert(Header {
             key: "tee-id",
             value: Some(&tee_id),
         });
+        let mut base = BaseRecord::with_opaque_to(record.topic, ack.clone())
+            .payload(record.value)
+            .headers(headers);
+        if let Some(key) = record.key {
+            base = base.key(key);
+        }
         let mut waited_since: Option<Instant> = None;
         loop {
-            let mut base = BaseRecord::with_opaque_to(record.topic, ack.clone())
-                .payload(record.value)
-                .headers(headers.clone());
-            if let Some(key) = record.key {
-                base = base.key(key);
-            }
             ack.pending.fetch_add(1, Ordering::AcqRel);
             match producer.send(base) {
                 Ok(()) => {
-                    if let Some(proxy) = &shared.proxy_metrics {
-                        proxy.kafka_records.with_label_values(&["enqueued"]).inc();
-                        proxy.kafka_queue_depth.inc();
+                    if let Some((enqueued, depth)) = &enqueued {
+                        enqueued.inc();
+                        depth.inc();
                     }
                     break;
                 }
-                Err((error, _)) => {
+                Err((error, refused)) => {
                     ack.pending.fetch_sub(1, Ordering::AcqRel);
                     if matches!(
                         error,
                         KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)
                     ) {
-                        // librdkafka's own queue is full: wait for deliveries, keep the order.
+                        // librdkafka's own queue is full: wait for deliveries, keep the
+                        // order, and send the very same record again.
                         let since = *waited_since.get_or_insert_with(Instant::now);
                         if since.elapsed() > Duration::from_secs(60) {
                             tracing::warn!("spool: librdkafka queue full for a minute");
                             waited_since = Some(Instant::now());
                         }
                         std::thread::sleep(Duration::from_millis(5));
+                        base = refused;
                         continue;
                     }
                     if is_permanent(&error) {
