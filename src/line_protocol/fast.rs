@@ -376,30 +376,28 @@ pub(crate) fn parse_line<'a>(
 fn unsorted_tags_are_unique(tags: &[u8]) -> Option<bool> {
     let mut keys: [&[u8]; 32] = [&[]; 32];
     let mut n = 0;
-    // No backslash runs on the fast path: a byte after a backslash is escaped.
+    // The main scan already validated the pairs; find their keys the same way.
+    let (mut acc, mut escaped) = (0u8, false);
     let mut i = 0;
     while i < tags.len() {
-        let start = i;
-        let mut eq = usize::MAX;
-        while i < tags.len() {
-            match tags[i] {
-                b'\\' => i += 1,
-                b'=' if eq == usize::MAX => eq = i,
-                b',' => break,
-                _ => {}
-            }
-            i += 1;
-        }
+        let eq = skip_name(tags, i, C_TAG, &mut acc, &mut escaped)?;
+        let end = skip_name(tags, eq + 1, C_TAG, &mut acc, &mut escaped)?;
         if n == keys.len() {
             return None;
         }
-        keys[n] = &tags[start..eq.min(i)];
+        keys[n] = &tags[i..eq];
         n += 1;
-        i += 1;
+        i = end + 1;
     }
     let keys = &mut keys[..n];
     keys.sort_unstable();
     Some(keys.windows(2).all(|w| w[0] != w[1]))
+}
+
+/// Whether a number or boolean may end at `i`: `,`, space, newline or the end.
+#[inline(always)]
+fn ends_value(b: &[u8], i: usize) -> bool {
+    i >= b.len() || class(b[i]) & C_END != 0
 }
 
 /// The common number forms (`-?digits[.digits][e[+-]digits]`, `-?digits i`, `digits u`)
@@ -415,10 +413,9 @@ fn number(b: &[u8], start: usize, allow_unsigned: bool) -> Option<(usize, Kind)>
     let int_start = i;
     i = skip_digits(b, i);
     let int_digits = i - int_start;
-    let ends = |i: usize| i >= len || class(b[i]) & C_END != 0;
     if i < len && (b[i] == b'i' || b[i] == b'u') {
         let unsigned = b[i] == b'u';
-        if int_digits == 0 || !ends(i + 1) || (unsigned && (neg || !allow_unsigned)) {
+        if int_digits == 0 || !ends_value(b, i + 1) || (unsigned && (neg || !allow_unsigned)) {
             return None;
         }
         let text = &b[start..i];
@@ -456,7 +453,7 @@ fn number(b: &[u8], start: usize, allow_unsigned: bool) -> Option<(usize, Kind)>
             return None;
         }
     }
-    if !ends(i) {
+    if !ends_value(b, i) {
         return None;
     }
     if scientific || i - start >= 25 {

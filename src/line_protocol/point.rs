@@ -34,17 +34,20 @@ impl<'a> Point<'a> {
     }
 
     /// The line from the measurement up to its end, as it appeared in the input.
+    #[inline]
     pub fn raw(&self) -> &'a [u8] {
         self.text
     }
 
     /// The measurement, unescaped (`\,` `\ ` `\=` `\"`, as the server's `Point.Name`).
+    #[inline]
     pub fn measurement(&self) -> Cow<'a, str> {
         let raw = &self.text[..self.meta.meas_end as usize];
         self.decode(raw, unescape_measurement)
     }
 
     /// Tags in input order, unescaped (`\,` `\ ` `\=`).
+    #[inline]
     pub fn tags(&self) -> Tags<'a> {
         let (m, k) = (self.meta.meas_end as usize, self.meta.key_end as usize);
         let raw = if m < k { &self.text[m + 1..k] } else { &[][..] };
@@ -56,6 +59,7 @@ impl<'a> Point<'a> {
     }
 
     /// Fields in input order. Duplicate keys are all kept, as the server keeps them.
+    #[inline]
     pub fn fields(&self) -> Fields<'_, 'a> {
         if self.table.len > 0 {
             return Fields {
@@ -77,6 +81,7 @@ impl<'a> Point<'a> {
     }
 
     /// Timestamp in nanoseconds, after precision scaling; `None` if the line had none.
+    #[inline]
     pub fn timestamp(&self) -> Option<i64> {
         self.meta.timestamp
     }
@@ -84,6 +89,7 @@ impl<'a> Point<'a> {
     /// Offset, relative to `Line::span.start`, just after the last byte of the field set:
     /// where a proxy inserts `" <timestamp>"` into a line that has none, leaving every
     /// other byte unchanged.
+    #[inline]
     pub fn field_set_end(&self) -> usize {
         self.lead + self.meta.fields_end as usize
     }
@@ -158,6 +164,7 @@ impl<'a> Point<'a> {
     /// Whether the line is valid UTF-8. The server accepts any bytes; when this is false
     /// the names and strings this type returns are decoded lossily (U+FFFD), so they are
     /// not exactly what InfluxDB stored and distinct names may read the same.
+    #[inline]
     pub fn is_utf8(&self) -> bool {
         self.meta.flags & FLAG_NOT_UTF8 == 0
     }
@@ -256,21 +263,26 @@ fn find_backslash(hay: &[u8]) -> Option<usize> {
 /// is kept (the server's `escape.Unescape` / `unescapeTag`).
 #[inline]
 fn unescape_with(raw: &[u8], set: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(raw.len());
-    // Copy runs between dropped backslashes.
-    let mut run_start = 0;
-    let mut i = 0;
-    while let Some(off) = find_backslash(&raw[i..]) {
-        let j = i + off;
-        if j + 1 < raw.len() && set.contains(&raw[j + 1]) {
-            out.extend_from_slice(&raw[run_start..j]);
-            run_start = j + 1;
-            i = j + 2;
+    // One copy, then compact in place from the first backslash: escaped names and strings
+    // are short with many escapes, where copying run by run costs a call per escape.
+    let mut out = raw.to_vec();
+    let Some(first) = find_backslash(raw) else {
+        return out;
+    };
+    let n = out.len();
+    let (mut r, mut w) = (first, first);
+    while r < n {
+        let c = out[r];
+        if c == b'\\' && r + 1 < n && set.contains(&out[r + 1]) {
+            out[w] = out[r + 1];
+            r += 2;
         } else {
-            i = j + 1;
+            out[w] = c;
+            r += 1;
         }
+        w += 1;
     }
-    out.extend_from_slice(&raw[run_start..]);
+    out.truncate(w);
     out
 }
 
