@@ -7,8 +7,28 @@
 //! rule comes from.
 //!
 //! It is zero-copy: [`lines`] walks a request body and yields one [`Line`] per logical
-//! line with a borrowed [`Point`] or a [`ParseError`]. Validation records offsets only;
-//! names and values are decoded on access and allocate only when they contain escapes.
+//! line with a borrowed [`Point`] or a [`ParseError`]. Names and values are decoded on
+//! access and allocate only when they contain escapes.
+//!
+//! Two paths, one result:
+//! - `fast.rs` handles ordinary lines in a single pass (SSE2 scans, field positions kept
+//!   in the point). It gives up on anything unusual, including every error.
+//! - `scan.rs` emulates the server section by section (line splitter, key scanner, field
+//!   scanners, number and time rules) and produces the server's error messages.
+//!
+//! Tests, the corpus run and the fuzz target check that both paths agree on every input.
+//!
+//! Deliberate differences from the server, each refusing a line the server would store in
+//! a form that cannot be written back as one line of line protocol:
+//! - an empty field key (the server stores one after `m \t=1`);
+//! - a field set that the server's two field scanners delimit differently (`a\\=1,b=2`);
+//! - a newline inside a name, or a space only one of its scanners sees as escaped, in a
+//!   point spanning several physical lines.
+//!
+//! Not modelled here: InfluxDB 2.x's parser also refuses the tag keys `_measurement`,
+//! `_field`, `time`, `\x00` and `\xff` ("cannot use reserved tag key"), which 1.x
+//! accepts; and the storage layer (both versions) drops points with a `time` tag or only
+//! a `time` field. Those are the write path's business.
 
 mod fast;
 mod number;
@@ -206,6 +226,7 @@ pub(crate) enum Reason {
     PointIsInvalid,
     LineTooLong,
     NewlineInName,
+    AmbiguousEscape,
 }
 
 impl std::fmt::Display for Reason {
@@ -252,6 +273,9 @@ impl std::fmt::Display for Reason {
             Reason::PointIsInvalid => f.write_str("point is invalid"),
             Reason::LineTooLong => f.write_str("line too long"),
             Reason::NewlineInName => f.write_str("newline in measurement, tag or field key"),
+            Reason::AmbiguousEscape => {
+                f.write_str("ambiguous escaped space in a point spanning several lines")
+            }
         }
     }
 }

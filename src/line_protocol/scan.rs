@@ -638,7 +638,7 @@ fn check_newlines_in_names(
     };
     check(0..key_end)?;
     if memchr::memchr_iter(b' ', &b[..key_end]).any(|sp| !odd_backslashes_before(sp)) {
-        return Err(Reason::NewlineInName);
+        return Err(Reason::AmbiguousEscape);
     }
     let fields = &b[fields_start..fields_end];
     let mut i = 0;
