@@ -273,8 +273,11 @@ pub(crate) fn parse_line<'a>(
                         }
                         b'\\' => {
                             string_escaped = true;
-                            if b.get(j + 1) == Some(&b'\n') {
-                                newlines += 1;
+                            match b.get(j + 1) {
+                                Some(b'\n') => newlines += 1,
+                                // The escaped byte is skipped, so note it for the UTF-8 check.
+                                Some(&c) => acc |= c,
+                                None => {}
                             }
                             i = (j + 2).min(len);
                         }

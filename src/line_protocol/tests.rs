@@ -659,3 +659,16 @@ fn newline_in_a_name_needs_a_backslash() {
         "{msg}"
     );
 }
+
+#[test]
+fn non_utf8_byte_after_a_string_escape_is_noticed() {
+    // Found by fuzzing: the byte after a backslash in a string must count for UTF-8.
+    let input = b"u e=\"\\\\\\\\\\\xdcy\"";
+    let all: Vec<_> = lines(input, ParseOptions::default()).collect();
+    let p = all[0].result.as_ref().unwrap();
+    assert!(!p.is_utf8());
+    assert_eq!(
+        fields(p),
+        vec![("e".into(), FieldValue::String("\\\\\\\u{fffd}y".into()))]
+    );
+}
