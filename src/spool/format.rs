@@ -295,6 +295,11 @@ impl Entry {
         })
     }
 
+    /// The payload buffer, for reuse.
+    pub fn into_payload(self) -> Vec<u8> {
+        self.payload
+    }
+
     pub fn record_count(&self) -> usize {
         self.records.len()
     }
