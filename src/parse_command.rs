@@ -4,7 +4,7 @@ use std::io::{self, BufWriter, Read, Write};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::line_protocol::{lines, FieldValue, Line, ParseOptions, Precision};
+use crate::line_protocol::{lines_streaming, FieldValue, Line, ParseOptions, Precision};
 
 /// Output of `influx-tee parse`.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -49,8 +49,8 @@ fn parse_precision(s: &str) -> Result<Precision, String> {
 /// Runs the command and returns the process exit status: 0 when every line is valid, 1
 /// when any line is invalid, 2 on an I/O error.
 pub fn run(args: &ParseArgs) -> i32 {
-    let input = match read_input(args.file.as_deref()) {
-        Ok(b) => b,
+    let mut input = match open_input(args.file.as_deref()) {
+        Ok(r) => r,
         Err(e) => {
             eprintln!("influx-tee parse: {e}");
             return 2;
@@ -67,8 +67,8 @@ pub fn run(args: &ParseArgs) -> i32 {
     let stdout = io::stdout();
     let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
     let result = match args.format {
-        OutputFormat::Json => write_json(&input, opts, default_time, &mut out),
-        OutputFormat::Stats => write_stats(&input, opts, &mut out),
+        OutputFormat::Json => write_json(&mut input, opts, default_time, &mut out),
+        OutputFormat::Stats => write_stats(&mut input, opts, &mut out),
     };
     match result.and_then(|errors| out.flush().map(|_| errors)) {
         Ok(0) => 0,
@@ -81,36 +81,71 @@ pub fn run(args: &ParseArgs) -> i32 {
     }
 }
 
-fn read_input(file: Option<&std::path::Path>) -> io::Result<Vec<u8>> {
+fn open_input(file: Option<&std::path::Path>) -> io::Result<Box<dyn Read>> {
     match file {
-        Some(p) if p.as_os_str() != "-" => {
-            std::fs::read(p).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))
+        Some(p) if p.as_os_str() != "-" => match std::fs::File::open(p) {
+            Ok(f) => Ok(Box::new(f)),
+            Err(e) => Err(io::Error::new(e.kind(), format!("{}: {e}", p.display()))),
+        },
+        _ => Ok(Box::new(io::stdin().lock())),
+    }
+}
+
+/// Bytes read per step: big files are parsed in pieces rather than loaded whole.
+const CHUNK: usize = 4 << 20;
+
+/// Reads `input` in pieces of about `chunk` bytes and calls `each` for every line, in
+/// order, exactly as if the whole input had been parsed at once. Returns the bytes read.
+fn for_each_line(
+    input: &mut dyn Read,
+    opts: ParseOptions,
+    chunk: usize,
+    each: &mut dyn FnMut(&Line<'_>) -> io::Result<()>,
+) -> io::Result<u64> {
+    let mut buf: Vec<u8> = Vec::with_capacity(chunk);
+    let mut want = chunk;
+    let mut line_number = 1;
+    let mut total = 0u64;
+    let mut eof = false;
+    loop {
+        while !eof && buf.len() < want {
+            let room = (want - buf.len()) as u64;
+            let n = (&mut *input).take(room).read_to_end(&mut buf)?;
+            total += n as u64;
+            eof = n == 0;
         }
-        _ => {
-            let mut buf = Vec::new();
-            io::stdin().lock().read_to_end(&mut buf)?;
-            Ok(buf)
+        let mut lines = lines_streaming(&buf, opts, line_number, !eof);
+        for line in &mut lines {
+            each(&line)?;
         }
+        let consumed = lines.consumed();
+        line_number = lines.next_line_number();
+        if eof {
+            return Ok(total);
+        }
+        // A line longer than the buffer: read more before trying again.
+        want = if consumed == 0 { buf.len() * 2 } else { chunk };
+        buf.drain(..consumed);
     }
 }
 
 /// Writes one JSON object per line; returns the number of invalid lines.
 fn write_json(
-    input: &[u8],
+    input: &mut dyn Read,
     opts: ParseOptions,
     default_time: Option<i64>,
     out: &mut impl Write,
 ) -> io::Result<usize> {
     let mut errors = 0;
     let mut buf = Vec::with_capacity(1024);
-    for line in lines(input, opts) {
+    for_each_line(input, opts, CHUNK, &mut |line| {
         buf.clear();
-        if line_json(&line, default_time, &mut buf)? {
+        if line_json(line, default_time, &mut buf)? {
             errors += 1;
         }
         buf.push(b'\n');
-        out.write_all(&buf)?;
-    }
+        out.write_all(&buf)
+    })?;
     Ok(errors)
 }
 
@@ -172,12 +207,17 @@ fn line_json(line: &Line<'_>, default_time: Option<i64>, buf: &mut Vec<u8>) -> i
     Ok(false)
 }
 
-/// Parses everything, reading every name and value, and prints one summary line.
-fn write_stats(input: &[u8], opts: ParseOptions, out: &mut impl Write) -> io::Result<usize> {
+/// Parses everything, reading every name and value, and prints one summary line. The
+/// time covers reading the input too.
+fn write_stats(
+    input: &mut dyn Read,
+    opts: ParseOptions,
+    out: &mut impl Write,
+) -> io::Result<usize> {
     let started = Instant::now();
     let (mut total, mut points, mut errors) = (0usize, 0usize, 0usize);
     let mut checksum = 0u64;
-    for line in lines(input, opts) {
+    let bytes = for_each_line(input, opts, CHUNK, &mut |line| {
         total += 1;
         match &line.result {
             Ok(p) => {
@@ -194,18 +234,18 @@ fn write_stats(input: &[u8], opts: ParseOptions, out: &mut impl Write) -> io::Re
             }
             Err(_) => errors += 1,
         }
-    }
+        Ok(())
+    })?;
     let seconds = started.elapsed().as_secs_f64();
     std::hint::black_box(checksum);
     let mb_per_s = if seconds > 0.0 {
-        input.len() as f64 / 1e6 / seconds
+        bytes as f64 / 1e6 / seconds
     } else {
         0.0
     };
     writeln!(
         out,
-        "lines={total} points={points} errors={errors} bytes={} seconds={seconds:.3} MB/s={mb_per_s:.1}",
-        input.len()
+        "lines={total} points={points} errors={errors} bytes={bytes} seconds={seconds:.3} MB/s={mb_per_s:.1}"
     )?;
     Ok(errors)
 }
@@ -217,5 +257,35 @@ fn value_digest(v: &FieldValue<'_>) -> u64 {
         FieldValue::Unsigned(u) => *u,
         FieldValue::String(s) => s.len() as u64,
         FieldValue::Boolean(b) => u64::from(*b),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::line_protocol::lines;
+
+    fn render(line: &Line<'_>) -> String {
+        let mut buf = Vec::new();
+        line_json(line, Some(7), &mut buf).ok();
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    /// Reading in small pieces gives exactly what parsing the whole body gives.
+    #[test]
+    fn chunked_reading_matches_whole_body() {
+        let body: &[u8] = b"a v=1\n# c \"x=\n\nb s=\"one\ntwo\",t=\"3\" 4\nc,t=x\\\ny v=2\n  d v=bad\nlast s=\"open\n";
+        let opts = ParseOptions::default();
+        let whole: Vec<String> = lines(body, opts).map(|l| render(&l)).collect();
+        for chunk in 1..=body.len() + 1 {
+            let mut got = Vec::new();
+            let mut reader = body;
+            let read = for_each_line(&mut reader, opts, chunk, &mut |line| {
+                got.push(render(line));
+                Ok(())
+            });
+            assert_eq!(read.ok(), Some(body.len() as u64));
+            assert_eq!(got, whole, "chunk {chunk}");
+        }
     }
 }

@@ -11,7 +11,9 @@ use libfuzzer_sys::fuzz_target;
 #[path = "../../src/line_protocol/mod.rs"]
 mod line_protocol;
 
-use line_protocol::{lines, lines_exact_only, FieldValue, ParseOptions, Point, Precision};
+use line_protocol::{
+    lines, lines_exact_only, lines_streaming, FieldValue, ParseOptions, Point, Precision,
+};
 
 const PRECISIONS: [Precision; 6] = [
     Precision::Nanosecond,
@@ -83,6 +85,48 @@ fuzz_target!(|data: &[u8]| {
             (a, b) => panic!("paths disagree: {a:?} vs {b:?}"),
         }
     }
+
+    // Reading the input in pieces (as `influx-tee parse` does) gives the same lines.
+    let summary = |number: usize,
+                   span: std::ops::Range<usize>,
+                   r: &Result<Point<'_>, line_protocol::ParseError>| {
+        (
+            number,
+            span,
+            r.as_ref().map(snapshot).map_err(|e| e.message.clone()),
+        )
+    };
+    let whole: Vec<_> = fast
+        .iter()
+        .map(|l| summary(l.number, l.span.clone(), &l.result))
+        .collect();
+    let chunk = 1 + usize::from(mode >> 4) * 5;
+    let mut pieces = Vec::new();
+    let (mut start, mut line_number) = (0, 1);
+    let mut avail = chunk.min(input.len());
+    loop {
+        let eof = avail == input.len();
+        let mut it = lines_streaming(&input[start..avail], opts, line_number, !eof);
+        for l in &mut it {
+            pieces.push(summary(
+                l.number,
+                l.span.start + start..l.span.end + start,
+                &l.result,
+            ));
+        }
+        let consumed = it.consumed();
+        line_number = it.next_line_number();
+        if eof {
+            break;
+        }
+        avail = if consumed == 0 {
+            (avail + chunk).min(input.len())
+        } else {
+            (start + consumed + chunk).min(input.len())
+        };
+        start += consumed;
+    }
+    assert_eq!(whole, pieces, "chunk {chunk}");
 
     let mut last_number = 0;
     let mut last_end = 0;

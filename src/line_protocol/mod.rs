@@ -113,6 +113,31 @@ pub fn lines(input: &[u8], opts: ParseOptions) -> Lines<'_> {
         line_number: 1,
         opts,
         fast_path: true,
+        more_follows: false,
+    }
+}
+
+/// [`lines`] over one piece of a longer input, for reading a body in chunks.
+///
+/// With `more_follows`, the iterator stops before a line that reaches the end of
+/// `input` (its end may depend on bytes not read yet: a quoted string may continue, and
+/// a backslash before the last newline may hide it). [`Lines::consumed`] then says where
+/// to resume, with [`Lines::next_line_number`] as `first_line_number`. The lines yielded
+/// are exactly those that parsing the whole input at once would yield.
+#[doc(hidden)]
+pub fn lines_streaming(
+    input: &[u8],
+    opts: ParseOptions,
+    first_line_number: usize,
+    more_follows: bool,
+) -> Lines<'_> {
+    Lines {
+        input,
+        pos: 0,
+        line_number: first_line_number,
+        opts,
+        fast_path: true,
+        more_follows,
     }
 }
 
@@ -127,6 +152,7 @@ pub fn lines_exact_only(input: &[u8], opts: ParseOptions) -> Lines<'_> {
         line_number: 1,
         opts,
         fast_path: false,
+        more_follows: false,
     }
 }
 
@@ -138,6 +164,27 @@ pub struct Lines<'a> {
     line_number: usize,
     opts: ParseOptions,
     fast_path: bool,
+    more_follows: bool,
+}
+
+impl Lines<'_> {
+    /// Bytes of the input fully handled so far (see [`lines_streaming`]).
+    #[doc(hidden)]
+    pub fn consumed(&self) -> usize {
+        self.pos.min(self.input.len())
+    }
+
+    /// Number of the physical line at [`Lines::consumed`].
+    #[doc(hidden)]
+    pub fn next_line_number(&self) -> usize {
+        self.line_number
+    }
+
+    /// With more input to come, a line reaching the end of this piece is not final.
+    #[inline]
+    fn incomplete(&self, end: usize) -> bool {
+        self.more_follows && end + 1 >= self.input.len()
+    }
 }
 
 impl<'a> Iterator for Lines<'a> {
@@ -153,6 +200,9 @@ impl<'a> Iterator for Lines<'a> {
                 None
             };
             if let Some((end, newlines, point)) = fast {
+                if self.incomplete(end) {
+                    return None;
+                }
                 let number = self.line_number;
                 self.line_number += newlines + 1;
                 self.pos = end + 1;
@@ -163,6 +213,9 @@ impl<'a> Iterator for Lines<'a> {
                 });
             }
             let (end, inner_newlines) = scan::scan_line(input, start);
+            if self.incomplete(end) {
+                return None;
+            }
             let number = self.line_number;
             self.line_number += inner_newlines + 1;
             self.pos = end + 1;
