@@ -158,6 +158,7 @@ log "starting influx-tee on $PROXY_LISTEN -> $upstream_url (log: $OUT_DIR/proxy.
   --listen "$PROXY_LISTEN" --admin-listen "$PROXY_ADMIN" \
   --upstream "$upstream_url" \
   --kafka-brokers "$KAFKA" --kafka-topic 'load.{bucket}' --kafka-format line \
+  --spool-dir "$OUT_DIR/spool" \
   --log-level warn >"$OUT_DIR/proxy.log" 2>&1 &
 proxy_pid=$!
 ready=

@@ -5,21 +5,20 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use influx_tee::line_protocol::{lines, FieldValue, ParseOptions, Precision};
 
 struct Counting;
 
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
 thread_local! {
     static COUNTING: Cell<bool> = const { Cell::new(false) };
+    // Per thread, so tests running in parallel never count each other's allocations.
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
 }
 
 fn note() {
     if COUNTING.with(Cell::get) {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        ALLOCATIONS.with(|n| n.set(n.get() + 1));
     }
 }
 
@@ -56,7 +55,7 @@ fn allocations_while_reading(
     opts: ParseOptions,
     series_key: &mut Vec<u8>,
 ) -> (usize, usize) {
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let before = ALLOCATIONS.with(Cell::get);
     COUNTING.with(|c| c.set(true));
     let mut points = 0;
     let mut checksum = 0u64;
@@ -87,7 +86,7 @@ fn allocations_while_reading(
     }
     COUNTING.with(|c| c.set(false));
     std::hint::black_box(checksum);
-    (ALLOCATIONS.load(Ordering::Relaxed) - before, points)
+    (ALLOCATIONS.with(Cell::get) - before, points)
 }
 
 #[test]

@@ -28,7 +28,7 @@ async fn metrics(State(pipeline): State<Arc<WritePipeline>>) -> Response {
         .into_response()
 }
 
-/// Ready when both the upstream and a Kafka broker answer.
+/// Ready when the upstream answers and, unless the spool covers for it, a Kafka broker.
 async fn ready(State(pipeline): State<Arc<WritePipeline>>) -> Response {
     let upstream = match &pipeline.upstream {
         None => Ok(()),
@@ -46,7 +46,10 @@ async fn ready(State(pipeline): State<Arc<WritePipeline>>) -> Response {
         "upstream": upstream.as_ref().err().map_or("ok".to_owned(), |e| e.clone()),
         "kafka": kafka.as_ref().err().map_or("ok".to_owned(), |e| e.clone()),
     });
-    let status = if upstream.is_ok() && kafka.is_ok() {
+    // With the spool on, writes keep succeeding while Kafka is away (the spool holds
+    // them), so a Kafka outage must not take the proxy out of a load balancer.
+    let kafka_needed = pipeline.spool.is_none();
+    let status = if upstream.is_ok() && (kafka.is_ok() || !kafka_needed) {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
