@@ -159,8 +159,9 @@ fn go_writer() -> std::path::PathBuf {
     path
 }
 
-async fn go_write(url: &str, bucket: &str, token: &str) -> (bool, String) {
+async fn go_write(url: &str, bucket: &str, token: &str, extra: &[&str]) -> (bool, String) {
     let output = tokio::process::Command::new(go_writer())
+        .args(extra)
         .args([
             "-url",
             url,
@@ -199,17 +200,22 @@ async fn go_influxdb_client_v2() {
     let topic = unique("it.go");
     let proxy = start_proxy(config(&influxdb2_url(), &topic)).await;
     assert_eq!(
-        go_write(&influxdb2_url(), &direct, INFLUX2_TOKEN).await,
+        go_write(&influxdb2_url(), &direct, INFLUX2_TOKEN, &[]).await,
         (true, "400".to_owned())
     );
     assert_eq!(
-        go_write(&proxy.url(""), &proxied, INFLUX2_TOKEN).await,
+        go_write(&proxy.url(""), &proxied, INFLUX2_TOKEN, &[]).await,
         (true, "400".to_owned())
     );
     // A wrong token fails the client the same way with and without the proxy.
-    let straight = go_write(&influxdb2_url(), &direct, "wrong").await;
-    let through = go_write(&proxy.url(""), &proxied, "wrong").await;
+    let straight = go_write(&influxdb2_url(), &direct, "wrong", &[]).await;
+    let through = go_write(&proxy.url(""), &proxied, "wrong", &[]).await;
     assert!(!straight.0);
+    assert_eq!(through, straight);
+    // A bad line: InfluxDB 2.7 refuses the whole request, and the client reports 400.
+    let straight = go_write(&influxdb2_url(), &direct, INFLUX2_TOKEN, &["-bad"]).await;
+    let through = go_write(&proxy.url(""), &proxied, INFLUX2_TOKEN, &["-bad"]).await;
+    assert_eq!(straight, (true, "400".to_owned()));
     assert_eq!(through, straight);
 
     let direct_rows = influx2_rows(&direct, "go2").await;

@@ -27,6 +27,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -35,6 +36,7 @@ import (
 	"time"
 
 	influxdb2 "github.com/influxdata/influxdb-client-go/v2"
+	apihttp "github.com/influxdata/influxdb-client-go/v2/api/http"
 	"github.com/influxdata/influxdb-client-go/v2/api/write"
 	clientlog "github.com/influxdata/influxdb-client-go/v2/log"
 )
@@ -134,6 +136,7 @@ func main() {
 	gzip := flag.Bool("gzip", false, "gzip request bodies")
 	timeout := flag.Duration("timeout", 60*time.Second, "overall deadline")
 	logLevel := flag.Uint("log-level", 0, "client log level: 0 error, 1 warning, 2 info, 3 debug")
+	bad := flag.Bool("bad", false, "write one valid and one invalid line with the blocking API, print the HTTP status the client reports (or ok), and exit")
 	flag.Parse()
 	if *url == "" || *org == "" || *bucket == "" || *count < 0 || *batchSize == 0 || flag.NArg() > 0 {
 		fmt.Fprintln(os.Stderr, "usage: writer -url URL -token T -org O -bucket B -measurement M -count N -base NS")
@@ -158,6 +161,26 @@ func main() {
 
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
+
+	if *bad {
+		lines := []string{
+			fmt.Sprintf("%s,api=bad,client=go v=1 %d", *measurement, *base),
+			fmt.Sprintf("%s,api=bad,client=go v=1.1.1 %d", *measurement, *base+1),
+		}
+		err := client.WriteAPIBlocking(*org, *bucket).WriteRecord(ctx, lines...)
+		client.Close()
+		var status *apihttp.Error
+		switch {
+		case errors.As(err, &status):
+			fmt.Println(status.StatusCode)
+		case err != nil:
+			fmt.Fprintln(os.Stderr, "error:", err)
+			os.Exit(1)
+		default:
+			fmt.Println("ok")
+		}
+		return
+	}
 
 	nBlocking := *count / 2
 
