@@ -91,8 +91,10 @@ fn open_input(file: Option<&std::path::Path>) -> io::Result<Box<dyn Read>> {
     }
 }
 
-/// Bytes read per step: big files are parsed in pieces rather than loaded whole.
-const CHUNK: usize = 4 << 20;
+/// Bytes read per step: big files are parsed in pieces rather than loaded whole, and a
+/// piece this size is still in the CPU cache when the parser reads it (4 MiB was ~25%
+/// slower on the 100 MB benchmark file).
+const CHUNK: usize = 256 << 10;
 
 /// Reads `input` in pieces of about `chunk` bytes and calls `each` for every line, in
 /// order, exactly as if the whole input had been parsed at once. Returns the bytes read.
