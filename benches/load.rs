@@ -51,7 +51,9 @@ struct Args {
     /// Upper bound on pre-generated body memory in MiB (guards against huge flag values).
     #[arg(long, default_value_t = 2048)]
     max_memory_mib: u64,
-    /// Passed by `cargo bench` to every bench binary; ignored.
+    /// Passed by `cargo bench` to every bench binary. Without it (`cargo test
+    /// --all-targets` runs bench binaries too) the generator checks its own output
+    /// instead of loading a server.
     #[arg(long, hide = true)]
     bench: bool,
 }
@@ -232,9 +234,36 @@ fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1].as_secs_f64() * 1e3
 }
 
+/// Every generated line must be one the InfluxDB server stores, or the bench would
+/// measure error answers.
+fn check_generated_bodies() -> Result<()> {
+    let options = influx_tee::line_protocol::ParseOptions {
+        precision: influx_tee::line_protocol::Precision::Nanosecond,
+        allow_unsigned: false,
+    };
+    let bodies = generate(3, 500, 1_700_000_000_000_000_000, 7);
+    let mut points = 0;
+    for body in &bodies {
+        for line in influx_tee::line_protocol::lines(body, options) {
+            line.result
+                .map_err(|e| anyhow::anyhow!("generated line {}: {e}", line.number))?;
+            points += 1;
+        }
+    }
+    ensure!(
+        points == 1500,
+        "expected 1500 generated points, parsed {points}"
+    );
+    println!("load generator self-check: {points} generated points parse as InfluxDB would");
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    if !args.bench {
+        return check_generated_bodies();
+    }
     let uri: Uri = args
         .url
         .parse()
