@@ -82,32 +82,18 @@ async fn both_one(base: &str, query: &str, token: &str, body: &'static str) -> (
 }
 
 async fn python_v2(url: &str, bucket: &str, token: &str, measurement: &str, mode: &str) -> String {
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/clients/python_v2_write.py"
-    );
     let base = "1700000000000000000";
-    let output = tokio::process::Command::new(venv_python())
-        .args([
-            script,
-            url,
-            INFLUX2_ORG,
-            bucket,
-            token,
-            measurement,
-            "300",
-            base,
-            mode,
-        ])
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "client crashed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    let args = [
+        url,
+        INFLUX2_ORG,
+        bucket,
+        token,
+        measurement,
+        "300",
+        base,
+        mode,
+    ];
+    run_python_client("python_v2_write.py", &args).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -145,18 +131,7 @@ async fn python_influxdb_client_v2() {
 
 /// The Go writer built by `deploy/local/build-go-client` (influxdb-client-go v2).
 fn go_writer() -> std::path::PathBuf {
-    let cache = std::env::var("XDG_CACHE_HOME")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| {
-            std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache")
-        });
-    let path = cache.join("influx-tee/go-client/writer");
-    assert!(
-        path.exists(),
-        "{} is missing: run `deploy/local/install-deps`",
-        path.display()
-    );
-    path
+    cached_tool("go-client/writer")
 }
 
 async fn go_write(url: &str, bucket: &str, token: &str, extra: &[&str]) -> (bool, String) {

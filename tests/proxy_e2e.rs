@@ -491,30 +491,18 @@ async fn python_influxdb_client_writes_through_the_proxy() {
     let topic = unique("it.py");
     let proxy = start_proxy(config(&victoria_url(), &topic)).await;
     let base = now_ns() / 1_000_000 * 1_000_000 - 120_000_000_000;
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/clients/python_v2_write.py"
-    );
-    let output = tokio::process::Command::new(venv_python())
-        .args([
-            script,
-            &proxy.url(""),
-            "acme",
-            "pybucket",
-            "token",
-            &measurement,
-            "400",
-        ])
-        .arg(base.to_string())
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "client failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "400");
+    let url = proxy.url("");
+    let base = base.to_string();
+    let args = [
+        url.as_str(),
+        "acme",
+        "pybucket",
+        "token",
+        &measurement,
+        "400",
+        &base,
+    ];
+    assert_eq!(run_python_client("python_v2_write.py", &args).await, "400");
 
     let records = kafka_records(&topic, 400, WAIT).await;
     assert_eq!(records.len(), 400);

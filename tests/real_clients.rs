@@ -42,32 +42,19 @@ async fn python_v1(
     mode: &str,
 ) -> String {
     let (host, port) = host_port(url);
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/clients/python_v1_write.py"
-    );
-    let output = tokio::process::Command::new(venv_python())
-        .args([
-            script,
-            &host,
-            &port,
-            INFLUX_AUTH_USER,
-            password,
-            db,
-            measurement,
-            "300",
-        ])
-        .arg(base.to_string())
-        .arg(mode)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "client crashed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    let base = base.to_string();
+    let args = [
+        host.as_str(),
+        &port,
+        INFLUX_AUTH_USER,
+        password,
+        db,
+        measurement,
+        "300",
+        &base,
+        mode,
+    ];
+    run_python_client("python_v1_write.py", &args).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -425,23 +425,47 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
     encoder.finish().unwrap()
 }
 
-/// The Python of the venv `deploy/local/install-deps` prepares, with the InfluxDB clients.
-pub fn venv_python() -> std::path::PathBuf {
-    if let Ok(path) = std::env::var("INFLUX_TEE_TEST_PYTHON") {
-        return path.into();
-    }
+/// A tool `deploy/local/install-deps` builds or installs into its cache
+/// (`${XDG_CACHE_HOME:-~/.cache}/influx-tee/<relative>`).
+pub fn cached_tool(relative: &str) -> std::path::PathBuf {
     let cache = std::env::var("XDG_CACHE_HOME")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| {
             std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache")
         });
-    let python = cache.join("influx-tee/venv/bin/python");
+    let path = cache.join("influx-tee").join(relative);
     assert!(
-        python.exists(),
+        path.exists(),
         "{} is missing: run `deploy/local/install-deps`",
-        python.display()
+        path.display()
     );
-    python
+    path
+}
+
+/// The Python of the venv `deploy/local/install-deps` prepares, with the InfluxDB clients.
+pub fn venv_python() -> std::path::PathBuf {
+    match std::env::var("INFLUX_TEE_TEST_PYTHON") {
+        Ok(path) => path.into(),
+        Err(_) => cached_tool("venv/bin/python"),
+    }
+}
+
+/// Runs a client script of `tests/clients/` with the venv's Python; returns what it
+/// printed (the outcome the client reported).
+pub async fn run_python_client(script: &str, args: &[&str]) -> String {
+    let path = format!("{}/tests/clients/{script}", env!("CARGO_MANIFEST_DIR"));
+    let output = tokio::process::Command::new(venv_python())
+        .arg(path)
+        .args(args)
+        .output()
+        .await
+        .expect("the venv's Python runs");
+    assert!(
+        output.status.success(),
+        "{script} crashed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
 /// The InfluxDB 1.x of the stack that has `auth-enabled = true`.
