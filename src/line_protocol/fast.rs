@@ -33,14 +33,16 @@ pub(crate) enum Kind {
     StrEscaped,
 }
 
-/// Where each field of a fast-path point ends (relative to the point's text) and its
-/// type. Keys end at their first `=`, as no key on the fast path holds an unescaped one.
+/// Where each field of a fast-path point has its `=` and where its value ends (relative
+/// to the point's text), and its type, so reading fields needs no second scan.
 /// `len == 0` means "no table; re-scan" (too many fields, or a line over 64 KiB).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct FieldTable {
     pub len: u8,
     pub kinds: [Kind; TABLE_FIELDS],
     pub ends: [u16; TABLE_FIELDS],
+    /// Position of each field's `=`.
+    pub eqs: [u16; TABLE_FIELDS],
 }
 
 impl FieldTable {
@@ -48,6 +50,7 @@ impl FieldTable {
         len: 0,
         kinds: [Kind::Float; TABLE_FIELDS],
         ends: [0; TABLE_FIELDS],
+        eqs: [0; TABLE_FIELDS],
     };
 }
 
@@ -252,6 +255,7 @@ pub(crate) fn parse_line<'a>(
         if key_end - pos + 4 + (i - ks) > MAX_KEY_LENGTH {
             return None;
         }
+        let eq = i;
         i += 1;
         let c = *b.get(i)?;
         let kind = match c {
@@ -308,6 +312,7 @@ pub(crate) fn parse_line<'a>(
         };
         if count < TABLE_FIELDS {
             table.ends[count] = u16::try_from(i - pos).unwrap_or(0);
+            table.eqs[count] = u16::try_from(eq - pos).unwrap_or(0);
             table.kinds[count] = kind;
         }
         count += 1;

@@ -422,7 +422,7 @@ impl<'a> Iterator for Fields<'_, 'a> {
             }
             let end = usize::from(table.ends[self.index]);
             let kind = table.kinds[self.index];
-            let eq = key_end(raw, self.pos, end);
+            let eq = usize::from(table.eqs[self.index]);
             self.index += 1;
             let key = &raw[self.pos..eq];
             self.pos = end + 1;
@@ -440,21 +440,6 @@ impl<'a> Iterator for Fields<'_, 'a> {
         let value = field_value(&raw[value_start..value_end], self.text.utf8);
         Some((decode(key, self.text, unescape_field_key), value))
     }
-}
-
-/// End of a fast-path field key: its first `=` not right after a backslash (the fast
-/// path has no runs of backslashes, so that is the server's `scanTo` too).
-#[inline(always)]
-fn key_end(raw: &[u8], start: usize, end: usize) -> usize {
-    let mut i = start;
-    while i < end {
-        if raw[i] == b'=' && (i == start || raw[i - 1] != b'\\') {
-            return i;
-        }
-        i += 1;
-    }
-    debug_assert!(false, "fast-path key without '='");
-    end.saturating_sub(1)
 }
 
 /// Reads a value the fast path has typed already.
