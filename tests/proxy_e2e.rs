@@ -94,12 +94,12 @@ async fn lines_without_time_get_the_same_stamp_in_influxdb_and_kafka() {
     let before = now_ns();
     let response = post(
         proxy.url(&format!("/write?db={db}&precision=ms")),
-        "disk,path=/ used=1i\ndisk,path=/var used=2i   \ndisk,path=/tmp used=3i 1700000000000\n",
+        "disk,path=/ used=1i\ndisk,path=/var used=2i   \ndisk,path=/tab used=4i \t\ndisk,path=/tmp used=3i 1700000000000\n",
     )
     .await;
     assert_eq!(response.status(), 204);
     let after = now_ns();
-    let records = kafka_records(&topic, 3, WAIT).await;
+    let records = kafka_records(&topic, 4, WAIT).await;
     let teed = parse_records(&records);
     assert_same_points(&influx_rows(&db, "disk").await, &teed);
     let stamped: Vec<i64> = teed
@@ -107,8 +107,11 @@ async fn lines_without_time_get_the_same_stamp_in_influxdb_and_kafka() {
         .filter(|p| p.tags["path"] != "/tmp")
         .map(|p| p.time)
         .collect();
-    assert_eq!(stamped.len(), 2);
-    assert_eq!(stamped[0], stamped[1], "one stamp per request");
+    assert_eq!(stamped.len(), 3);
+    assert!(
+        stamped.iter().all(|t| *t == stamped[0]),
+        "one stamp per request"
+    );
     assert_eq!(
         stamped[0] % 1_000_000,
         0,

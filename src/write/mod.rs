@@ -125,12 +125,12 @@ impl WritePipeline {
         // Lines without a time get the receive time in the request's precision, as InfluxDB would.
         let stamp_units = target.precision.from_nanos(received_ns);
         let stamp_ns = stamp_units.saturating_mul(target.precision.nanos_per_unit());
+        // The time goes at the end of the line, after any trailing blanks: InfluxDB
+        // accepts `m v=1 \t` but not `m v=1 <time> \t`.
         let missing_time: Vec<usize> = lines
             .iter()
             .filter_map(|l| match &l.result {
-                Ok(point) if point.timestamp().is_none() => {
-                    Some(l.span.start + point.field_set_end())
-                }
+                Ok(point) if point.timestamp().is_none() => Some(l.span.end),
                 _ => None,
             })
             .collect();
