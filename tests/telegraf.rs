@@ -1,6 +1,11 @@
 //! Telegraf, built from the Go module proxy by `deploy/local/build-telegraf`, writes
-//! the same file of points with `outputs.influxdb_v2` (to InfluxDB 2.7) and with
-//! `outputs.influxdb` (to InfluxDB 1.x), once straight and once through the proxy.
+//! the same files of points with `outputs.influxdb_v2` (to InfluxDB 2.7) and with
+//! `outputs.influxdb` (to InfluxDB 1.x), once straight and once through the proxy:
+//! a clean file (success), then a file where some points change a field's type (the
+//! bad write a parsing client can still send: 2.7 answers 422, 1.x answers 400
+//! `partial write`, both store the other points), then the clean file with a wrong
+//! token or password. Telegraf must exit and log the same either way, both servers
+//! must hold the same rows, and Kafka exactly the points InfluxDB stored.
 
 mod common;
 
@@ -45,6 +50,50 @@ fn write_points_file(dir: &std::path::Path) -> PathBuf {
     path
 }
 
+/// Lines of the conflicting file, and how many of them InfluxDB drops.
+const CONFLICT_LINES: i64 = 60;
+const CONFLICTING: i64 = CONFLICT_LINES / 4;
+/// Points InfluxDB keeps after both files.
+const STORED: usize = (120 + CONFLICT_LINES - CONFLICTING) as usize;
+
+/// Points written after the clean file: every fourth sends `procs`, an integer in
+/// InfluxDB since the clean file, as a string, so InfluxDB drops those points and
+/// stores the others. Times follow the clean file's, in the same shard (field types
+/// are per shard).
+fn write_conflicts_file(dir: &std::path::Path) -> PathBuf {
+    let mut text = String::new();
+    for i in 0..CONFLICT_LINES {
+        let procs = if i % 4 == 1 {
+            format!("\"p{i}\"")
+        } else {
+            format!("{i}i")
+        };
+        text.push_str(&format!(
+            "tg_cpu,host=h{},cpu=cpu{} usage_user={}.75,usage_idle={}.5,procs={procs},up=false,state=\"sleeping {i}\" {}\n",
+            i % 3,
+            i % 4,
+            i,
+            100 - i,
+            1_700_000_000_000_000_000 + (1_000 + i) * 1_000_000_000
+        ));
+    }
+    let path = dir.join("conflicts.lp");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// What InfluxDB says about the conflicting file, in the Telegraf log of the run
+/// that wrote it straight: the test is about nothing if InfluxDB did not refuse it.
+fn assert_conflict_logged(log: &str, status: &str) {
+    let expected = format!("dropped={CONFLICTING}");
+    assert!(
+        log.contains(status)
+            && log.contains("partial write: field type conflict")
+            && log.contains(&expected),
+        "InfluxDB did not answer {status} with a field type conflict and {expected}; Telegraf logged: {log:?}"
+    );
+}
+
 /// Runs `telegraf --once` with `output` as its output section; returns the exit code
 /// and the log without timestamps and with `url` masked, to compare two runs.
 async fn run_once(
@@ -83,6 +132,7 @@ async fn telegraf_outputs_influxdb_v2() {
     let dir = std::env::temp_dir().join(unique("telegraf"));
     std::fs::create_dir_all(&dir).unwrap();
     let points = write_points_file(&dir);
+    let conflicts = write_conflicts_file(&dir);
     let (direct, proxied) = (unique("tg2_direct"), unique("tg2_proxy"));
     create_bucket(&direct).await;
     create_bucket(&proxied).await;
@@ -94,37 +144,46 @@ async fn telegraf_outputs_influxdb_v2() {
         )
     };
 
-    for token in [INFLUX2_TOKEN, "wrong"] {
+    for (file, token) in [
+        (&points, INFLUX2_TOKEN),
+        (&conflicts, INFLUX2_TOKEN),
+        (&points, "wrong"),
+    ] {
         let straight = run_once(
             &dir,
-            &points,
+            file,
             &output(&influxdb2_url(), &direct, token),
             &influxdb2_url(),
         )
         .await;
         let through = run_once(
             &dir,
-            &points,
+            file,
             &output(&proxy.url(""), &proxied, token),
             &proxy.url(""),
         )
         .await;
+        let case = format!("{} with token {token}", file.display());
         assert_eq!(
             through.0, straight.0,
-            "exit code with token {token}: {straight:?} / {through:?}"
+            "exit code, {case}: {straight:?} / {through:?}"
         );
         assert_eq!(
             through.1.replace(&proxied, "B"),
             straight.1.replace(&direct, "B"),
-            "log with token {token}"
+            "log, {case}"
         );
+        if file == &conflicts {
+            assert_conflict_logged(&straight.1, "422 Unprocessable Entity");
+        }
     }
 
     let direct_rows = influx2_rows(&direct, "tg_cpu").await;
     let proxied_rows = influx2_rows(&proxied, "tg_cpu").await;
-    assert_eq!(direct_rows.len(), 120);
+    assert_eq!(direct_rows.len(), STORED);
     assert_eq!(proxied_rows, direct_rows);
-    let records = kafka_records(&topic, 120, WAIT).await;
+    let records = kafka_records(&topic, STORED, WAIT).await;
+    assert_eq!(records.len(), STORED, "records in Kafka");
     assert_same_points(&proxied_rows, &parse_records(&records));
     proxy.stop().await;
 }
@@ -135,6 +194,7 @@ async fn telegraf_outputs_influxdb_v1() {
     let dir = std::env::temp_dir().join(unique("telegraf"));
     std::fs::create_dir_all(&dir).unwrap();
     let points = write_points_file(&dir);
+    let conflicts = write_conflicts_file(&dir);
     let (direct, proxied) = (unique("tg1_direct"), unique("tg1_proxy"));
     create_auth_database(&direct).await;
     create_auth_database(&proxied).await;
@@ -146,30 +206,38 @@ async fn telegraf_outputs_influxdb_v1() {
         )
     };
 
-    for password in [INFLUX_AUTH_PASSWORD, "wrong"] {
+    for (file, password) in [
+        (&points, INFLUX_AUTH_PASSWORD),
+        (&conflicts, INFLUX_AUTH_PASSWORD),
+        (&points, "wrong"),
+    ] {
         let straight = run_once(
             &dir,
-            &points,
+            file,
             &output(&influxdb_auth_url(), &direct, password),
             &influxdb_auth_url(),
         )
         .await;
         let through = run_once(
             &dir,
-            &points,
+            file,
             &output(&proxy.url(""), &proxied, password),
             &proxy.url(""),
         )
         .await;
+        let case = format!("{} with password {password}", file.display());
         assert_eq!(
             through.0, straight.0,
-            "exit code with password {password}: {straight:?} / {through:?}"
+            "exit code, {case}: {straight:?} / {through:?}"
         );
         assert_eq!(
             through.1.replace(&proxied, "DB"),
             straight.1.replace(&direct, "DB"),
-            "log"
+            "log, {case}"
         );
+        if file == &conflicts {
+            assert_conflict_logged(&straight.1, "400 Bad Request");
+        }
     }
 
     let rows = |db: String| async move {
@@ -185,9 +253,10 @@ async fn telegraf_outputs_influxdb_v1() {
     };
     let direct_rows = rows(direct.clone()).await;
     let proxied_rows = rows(proxied.clone()).await;
-    assert_eq!(direct_rows.len(), 120);
+    assert_eq!(direct_rows.len(), STORED);
     assert_eq!(proxied_rows, direct_rows);
-    let records = kafka_records(&topic, 120, WAIT).await;
+    let records = kafka_records(&topic, STORED, WAIT).await;
+    assert_eq!(records.len(), STORED, "records in Kafka");
     assert_same_points(&proxied_rows, &parse_records(&records));
     proxy.stop().await;
 }
