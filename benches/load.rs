@@ -237,10 +237,9 @@ fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
 /// Every generated line must be one the InfluxDB server stores, or the bench would
 /// measure error answers.
 fn check_generated_bodies() -> Result<()> {
-    let options = influx_tee::line_protocol::ParseOptions {
-        precision: influx_tee::line_protocol::Precision::Nanosecond,
-        allow_unsigned: false,
-    };
+    let options = influx_tee::line_protocol::ParseOptions::influxdb1(
+        influx_tee::line_protocol::Precision::Nanosecond,
+    );
     let bodies = generate(3, 500, 1_700_000_000_000_000_000, 7);
     let mut points = 0;
     for body in &bodies {

@@ -32,6 +32,11 @@ pub struct ParseArgs {
     #[arg(long)]
     pub no_unsigned: bool,
 
+    /// Accept the tag keys InfluxDB 2.x reserves (`_measurement`, `_field`, `time`), as
+    /// InfluxDB 1.x does.
+    #[arg(long)]
+    pub allow_reserved_tag_keys: bool,
+
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Json)]
     pub format: OutputFormat,
@@ -59,6 +64,7 @@ pub fn run(args: &ParseArgs) -> i32 {
     let opts = ParseOptions {
         precision: args.precision,
         allow_unsigned: !args.no_unsigned,
+        reserved_tag_keys: !args.allow_reserved_tag_keys,
     };
     let default_time = args.default_time.map(|ns| {
         let p = args.precision;

@@ -343,6 +343,17 @@ impl Upstream {
         self.api() != UpstreamApi::V1
     }
 
+    /// Whether the upstream is InfluxDB 2.x, whose parser refuses `_measurement`,
+    /// `_field` and `time` as tag keys. Other servers on the v2 API (VictoriaMetrics,
+    /// 1.8+) store them.
+    pub fn refuses_reserved_tag_keys(&self) -> bool {
+        match self.configured_api {
+            UpstreamApi::V2 => true,
+            UpstreamApi::Auto => self.detected_api.load(Ordering::Relaxed) == API_V2,
+            UpstreamApi::V1 | UpstreamApi::V3 => false,
+        }
+    }
+
     pub fn identity(&self) -> UpstreamIdentity {
         self.identity.read().map(|i| i.clone()).unwrap_or_default()
     }

@@ -20,12 +20,14 @@ async fn v2_api_answers_like_influxdb_2() {
     let proxy = start_proxy(config(&influxdb2_url(), &topic)).await;
     let org = INFLUX2_ORG;
 
-    let cases: [(&str, &str, &'static str, u16); 5] = [
+    let cases: [(&str, &str, &'static str, u16); 7] = [
         ("ok", INFLUX2_TOKEN, "m2,host=a v=1i,s=\"x\",b=true,u=7u 1700000000000000000\nm2,host=b v=2i 1700000000000000001\n", 204),
         ("bad line", INFLUX2_TOKEN, "m2,host=c v=3i 1700000000000000002\nm2,host=d v=1.1.1 1700000000000000003\n", 400),
         ("wrong token", "not-a-token", "m2,host=e v=5i 1700000000000000004\n", 401),
         ("type conflict", INFLUX2_TOKEN, "m2,host=f v=6 1700000000000000005\nm2,host=g v=7i 1700000000000000006\n", 422),
         ("missing bucket", INFLUX2_TOKEN, "m2,host=h v=8i 1700000000000000007\n", 404),
+        ("reserved tag key", INFLUX2_TOKEN, "m2,host=i v=9i 1700000000000000008\nm2,host=j,_field=x v=10i 1700000000000000009\n", 400),
+        ("only a time field", INFLUX2_TOKEN, "m2,host=k time=11i 1700000000000000010\nm2,host=l v=12i 1700000000000000011\n", 422),
     ];
     for (name, token, body, expected) in cases {
         let bucket_of = |b: &str| {
@@ -58,9 +60,9 @@ async fn v2_api_answers_like_influxdb_2() {
 
     let direct_rows = influx2_rows(&direct, "m2").await;
     let proxied_rows = influx2_rows(&proxied, "m2").await;
-    assert_eq!(direct_rows.len(), 3, "a, b and g: {direct_rows:?}");
+    assert_eq!(direct_rows.len(), 4, "a, b, g and l: {direct_rows:?}");
     assert_eq!(proxied_rows, direct_rows);
-    let records = kafka_records(&topic, 3, WAIT).await;
+    let records = kafka_records(&topic, 4, WAIT).await;
     assert_same_points(&proxied_rows, &parse_records(&records));
     proxy.stop().await;
 }

@@ -111,10 +111,7 @@ fn lines_without_escapes_allocate_nothing() {
     );
     let mut series_key = Vec::with_capacity(4096);
     for precision in [Precision::Nanosecond, Precision::Second] {
-        let opts = ParseOptions {
-            precision,
-            allow_unsigned: true,
-        };
+        let opts = ParseOptions::influxdb2(precision);
         let (allocations, points) =
             allocations_while_reading(body.as_bytes(), opts, &mut series_key);
         assert_eq!(points, 10);

@@ -65,6 +65,7 @@ fuzz_target!(|data: &[u8]| {
     let opts = ParseOptions {
         precision: PRECISIONS[usize::from(mode & 7) % PRECISIONS.len()],
         allow_unsigned: mode & 8 == 0,
+        reserved_tag_keys: mode & 0x10 != 0,
     };
     // The single-pass fast path must agree with the section-by-section emulation.
     let exact: Vec<_> = lines_exact_only(input, opts).collect();
@@ -150,7 +151,7 @@ fuzz_target!(|data: &[u8]| {
         point.write_line_protocol(&mut text, point.timestamp());
         let again_opts = ParseOptions {
             precision: Precision::Nanosecond,
-            allow_unsigned: opts.allow_unsigned,
+            ..opts
         };
         let mut again = lines(&text, again_opts);
         let first = again.next().expect("serialized point yields a line");

@@ -209,6 +209,9 @@ pub(crate) fn parse_line<'a>(
                 return None;
             }
             let ke = i;
+            if opts.reserved_tag_keys && super::scan::reserved_tag_key(&b[ks..ke]).is_some() {
+                return None;
+            }
             let vs = i + 1;
             i = skip_name(b, vs, C_TAG, &mut acc, &mut escaped)?;
             if i >= len || i == vs || (b[i] != b',' && b[i] != b' ') {

@@ -18,17 +18,18 @@
 //!
 //! Tests, the corpus run and the fuzz target check that both paths agree on every input.
 //!
-//! Deliberate differences from the server, each refusing a line the server would store in
-//! a form that cannot be written back as one line of line protocol:
-//! - an empty field key (the server stores one after `m \t=1`);
-//! - a field set that the server's two field scanners delimit differently (`a\\=1,b=2`);
-//! - a newline inside a name, or a space only one of its scanners sees as escaped, in a
-//!   point spanning several physical lines.
+//! Where the server's scanners disagree with each other, the parser reads the line as
+//! the server stores it (checked against InfluxDB 1.6 and 2.7): a field set that
+//! `scanFields` and `walkFields` delimit differently (`a\\=1,b=2` is one field `a\=1,b`),
+//! an empty first field key after a tab or NUL (`m \t=1`), a newline in a name of a
+//! multi-line point. [`Point::write_line_protocol`] writes those lines back verbatim.
+//! One kind is refused: a value `walkFields` cuts out that does not convert
+//! (`a\\="=x"`), which the server's parser passes but its storage engine fails with 500.
 //!
-//! Not modelled here: InfluxDB 2.x's parser also refuses the tag keys `_measurement`,
-//! `_field`, `time`, `\x00` and `\xff` ("cannot use reserved tag key"), which 1.x
-//! accepts; and the storage layer (both versions) drops points with a `time` tag or only
-//! a `time` field. Those are the write path's business.
+//! [`ParseOptions::reserved_tag_keys`] follows 2.x, whose parser refuses the tag keys
+//! `_measurement`, `_field`, `time`, `\x00` and `\xff`; 1.x accepts them. What the storage
+//! layer drops after parsing (a `time` tag in 1.x, a point whose only field is `time`) is
+//! the write path's business.
 
 mod fast;
 mod number;
@@ -50,6 +51,9 @@ pub struct ParseOptions {
     /// Accept `123u` unsigned integers (InfluxDB 2.x). InfluxDB 1.x OSS builds reject
     /// them with "invalid number".
     pub allow_unsigned: bool,
+    /// Refuse the tag keys InfluxDB 2.x reserves (`_measurement`, `_field`, `time`, and
+    /// the internal `\x00` and `\xff`), as 2.x's parser does. 1.x accepts them.
+    pub reserved_tag_keys: bool,
 }
 
 impl Default for ParseOptions {
@@ -57,6 +61,26 @@ impl Default for ParseOptions {
         ParseOptions {
             precision: Precision::Nanosecond,
             allow_unsigned: true,
+            reserved_tag_keys: true,
+        }
+    }
+}
+
+impl ParseOptions {
+    /// InfluxDB 1.x OSS: no unsigned integers, no reserved tag keys.
+    pub fn influxdb1(precision: Precision) -> Self {
+        ParseOptions {
+            precision,
+            allow_unsigned: false,
+            reserved_tag_keys: false,
+        }
+    }
+
+    /// InfluxDB 2.x: unsigned integers, reserved tag keys refused.
+    pub fn influxdb2(precision: Precision) -> Self {
+        ParseOptions {
+            precision,
+            ..ParseOptions::default()
         }
     }
 }
@@ -232,7 +256,12 @@ impl<'a> Iterator for Lines<'a> {
             }
             let text = &block[lead..len];
             let result = match scan::parse_point(text, &self.opts, inner_newlines > 0) {
-                Ok(meta) => Ok(Point::new(text, lead, meta, fast::FieldTable::EMPTY)),
+                Ok(mut meta) => {
+                    if meta.flags & scan::FLAG_VERBATIM != 0 && block[..lead].contains(&b' ') {
+                        meta.flags |= scan::FLAG_LEAD_SPACE;
+                    }
+                    Ok(Point::new(text, lead, meta, fast::FieldTable::EMPTY))
+                }
                 Err(reason) => Err(ParseError {
                     line: number,
                     message: format!(
@@ -260,6 +289,7 @@ pub(crate) enum Reason {
     MissingTagKey,
     MissingTagValue,
     InvalidTagFormat,
+    ReservedTagKey(&'static str),
     DuplicateTags,
     MaxKeyLength(usize),
     MissingFieldKey,
@@ -278,8 +308,6 @@ pub(crate) enum Reason {
     TimeOutsideRange,
     PointIsInvalid,
     LineTooLong,
-    NewlineInName,
-    AmbiguousEscape,
 }
 
 impl std::fmt::Display for Reason {
@@ -290,6 +318,7 @@ impl std::fmt::Display for Reason {
             Reason::MissingTagKey => f.write_str("missing tag key"),
             Reason::MissingTagValue => f.write_str("missing tag value"),
             Reason::InvalidTagFormat => f.write_str("invalid tag format"),
+            Reason::ReservedTagKey(quoted) => write!(f, "cannot use reserved tag key {quoted}"),
             Reason::DuplicateTags => f.write_str("duplicate tags"),
             Reason::MaxKeyLength(n) => {
                 write!(f, "max key length exceeded: {n} > {}", scan::MAX_KEY_LENGTH)
@@ -325,10 +354,6 @@ impl std::fmt::Display for Reason {
             }
             Reason::PointIsInvalid => f.write_str("point is invalid"),
             Reason::LineTooLong => f.write_str("line too long"),
-            Reason::NewlineInName => f.write_str("newline in measurement, tag or field key"),
-            Reason::AmbiguousEscape => {
-                f.write_str("ambiguous escaped space in a point spanning several lines")
-            }
         }
     }
 }

@@ -8,7 +8,9 @@ use std::borrow::Cow;
 
 use super::fast::{FieldTable, Kind};
 use super::number::{parse_bool, parse_f64, parse_i64, parse_u64};
-use super::scan::{self, Meta, FLAG_NOT_UTF8, FLAG_PLAIN_NAMES, FLAG_TAGS_UNSORTED};
+use super::scan::{
+    self, Meta, FLAG_LEAD_SPACE, FLAG_NOT_UTF8, FLAG_PLAIN_NAMES, FLAG_TAGS_UNSORTED, FLAG_VERBATIM,
+};
 use super::FieldValue;
 
 /// One accepted line. Borrows the request body.
@@ -138,7 +140,14 @@ impl<'a> Point<'a> {
     /// Canonical line protocol: escaped measurement, tags in input order, fields, then
     /// `" <timestamp_ns>"` if given. Parsing the result (with nanosecond precision) gives
     /// back the same measurement, tags, fields and timestamp.
+    ///
+    /// The few lines that the server reads in a way no re-escaping reproduces (see
+    /// `FLAG_VERBATIM`) are written with their measurement, tags and fields as they came.
     pub fn write_line_protocol(&self, out: &mut Vec<u8>, timestamp_ns: Option<i64>) {
+        if self.meta.flags & FLAG_VERBATIM != 0 {
+            self.write_verbatim(out, timestamp_ns);
+            return;
+        }
         escape_measurement(&self.measurement(), out);
         for (k, v) in self.tags() {
             out.push(b',');
@@ -159,6 +168,36 @@ impl<'a> Point<'a> {
             out.push(b' ');
             out.extend_from_slice(itoa::Buffer::new().format(ts).as_bytes());
         }
+    }
+
+    /// The input's own bytes for the key and the fields, with just enough whitespace
+    /// around them for the server's scanners to be in the same state as they were.
+    #[cold]
+    fn write_verbatim(&self, out: &mut Vec<u8>, timestamp_ns: Option<i64>) {
+        if self.meta.flags & FLAG_LEAD_SPACE != 0 {
+            out.push(b' ');
+        }
+        out.extend_from_slice(&self.text[..self.meta.key_end as usize]);
+        let fields = &self.text[self.meta.fields_start as usize..self.meta.fields_end as usize];
+        // A space right before an empty first key would read as "missing field key".
+        out.extend_from_slice(if fields.first() == Some(&b'=') {
+            b" \t"
+        } else {
+            b" "
+        });
+        out.extend_from_slice(fields);
+        if let Some(ts) = timestamp_ns {
+            out.push(b' ');
+            out.extend_from_slice(itoa::Buffer::new().format(ts).as_bytes());
+        }
+    }
+
+    /// Whether the server's scanners read this line in a way only its own bytes
+    /// reproduce (see [`Point::write_line_protocol`]): a field set its two field scanners
+    /// delimit differently, an empty first field key, or a newline in a name.
+    #[inline]
+    pub fn is_irregular(&self) -> bool {
+        self.meta.flags & FLAG_VERBATIM != 0
     }
 
     /// Whether the line is valid UTF-8. The server accepts any bytes; when this is false

@@ -27,6 +27,14 @@ pub(crate) const FLAG_TAGS_UNSORTED: u8 = 1;
 pub(crate) const FLAG_NOT_UTF8: u8 = 2;
 /// No backslash in the measurement, tags or field keys (set by the fast path).
 pub(crate) const FLAG_PLAIN_NAMES: u8 = 4;
+/// The server reads this line in a way that only its own bytes reproduce: the two field
+/// scanners delimit the fields differently, the first field key is empty, or a name in a
+/// multi-line point holds a newline or a space the scanners disagree on. Serializing it
+/// must copy the measurement, tags and fields verbatim.
+pub(crate) const FLAG_VERBATIM: u8 = 8;
+/// With [`FLAG_VERBATIM`]: the whitespace before the measurement held a space, which the
+/// server's line splitter counts when it decides where a multi-line point ends.
+pub(crate) const FLAG_LEAD_SPACE: u8 = 16;
 
 /// Offsets (into the logical line, leading whitespace removed) found by validation.
 #[derive(Clone, Copy, Debug)]
@@ -130,7 +138,7 @@ pub(crate) fn parse_point(
     if b.len() > u32::MAX as usize {
         return Err(Reason::LineTooLong);
     }
-    let (meas_end, key_end, flags) = scan_key(b)?;
+    let (meas_end, key_end, flags) = scan_key(b, opts.reserved_tag_keys)?;
     if key_end > MAX_KEY_LENGTH {
         return Err(Reason::MaxKeyLength(key_end));
     }
@@ -138,18 +146,19 @@ pub(crate) fn parse_point(
     let (fields_end, simple) = scan_fields(b, fields_start, opts, &mut |_| {})?;
     // The server's `len(fields) == 0` check ("missing fields") is unreachable: an empty
     // field set already fails in scanFields with "invalid field format".
+    let mut irregular = 0;
     if simple {
         if key_end + FIELD_KEY_SEPARATOR_LEN + (fields_end - fields_start) > MAX_KEY_LENGTH {
             check_field_key_lengths(b, key_end, fields_start, fields_end)?;
         }
-    } else {
-        check_irregular_fields(b, key_end, fields_start, fields_end, opts)?;
+    } else if !check_irregular_fields(b, key_end, fields_start, fields_end, opts)? {
+        irregular = FLAG_VERBATIM;
     }
-    if may_have_newline {
-        check_newlines_in_names(b, key_end, fields_start, fields_end)?;
+    if may_have_newline && !names_survive_rewriting(b, key_end, fields_start, fields_end) {
+        irregular = FLAG_VERBATIM;
     }
     let timestamp = scan_time(b, fields_end, opts)?;
-    let mut flags = flags;
+    let mut flags = flags | irregular;
     if std::str::from_utf8(b).is_err() {
         flags |= FLAG_NOT_UTF8;
     }
@@ -216,7 +225,7 @@ fn find_unescaped3(b: &[u8], mut i: usize, x: u8, y: u8, z: u8) -> Option<usize>
 ///
 /// Returns (end of measurement, end of series key, flags). Here a byte is escaped when
 /// the byte before it is a backslash, so `a\\,b` is one measurement.
-fn scan_key(b: &[u8]) -> Result<(usize, usize, u8), Reason> {
+fn scan_key(b: &[u8], refuse_reserved: bool) -> Result<(usize, usize, u8), Reason> {
     let len = b.len();
     if len == 0 || b[0] == b',' {
         return Err(Reason::MissingMeasurement);
@@ -264,9 +273,14 @@ fn scan_key(b: &[u8]) -> Result<(usize, usize, u8), Reason> {
         }
     };
 
-    // Duplicate keys are compared raw (escaped), as the server does.
     let spans = keys.as_mut_slice();
     let key = |s: (u32, u32)| &b[s.0 as usize..s.1 as usize];
+    if refuse_reserved {
+        if let Some(quoted) = spans.iter().find_map(|&s| reserved_tag_key(key(s))) {
+            return Err(Reason::ReservedTagKey(quoted));
+        }
+    }
+    // Duplicate keys are compared raw (escaped), as the server does.
     let mut sorted = true;
     for w in spans.windows(2) {
         match key(w[0]).cmp(key(w[1])) {
@@ -287,6 +301,19 @@ fn scan_key(b: &[u8]) -> Result<(usize, usize, u8), Reason> {
         }
     }
     Ok((meas_end, key_end, flags))
+}
+
+/// The tag keys InfluxDB 2.x refuses (compared raw), quoted as its `%q` prints them.
+#[inline]
+pub(crate) fn reserved_tag_key(key: &[u8]) -> Option<&'static str> {
+    match key {
+        b"\x00" => Some(r#""\x00""#),
+        b"\xff" => Some(r#""\xff""#),
+        b"time" => Some(r#""time""#),
+        b"_field" => Some(r#""_field""#),
+        b"_measurement" => Some(r#""_measurement""#),
+        _ => None,
+    }
 }
 
 /// One field as the server's `scanFields` delimits it: key start, `=` position, value end.
@@ -374,10 +401,10 @@ pub(crate) fn scan_fields(
                 if i >= 2 && (b[i - 1] == b' ' || b[i - 1] == b',') && b[i - 2] != b'\\' {
                     return Err(Reason::MissingFieldKey);
                 }
-                // The server accepts an empty key here when a tab or NUL precedes it; an
-                // empty key cannot be written back, so this parser rejects it.
+                // The server accepts (and stores) an empty first key when a tab or NUL
+                // precedes it. Only the exact serializer can write that back.
                 if i == start {
-                    return Err(Reason::MissingFieldKey);
+                    simple = false;
                 }
                 if i + 1 >= len {
                     return Err(Reason::MissingFieldValue);
@@ -508,8 +535,12 @@ fn check_field_key_lengths(
 }
 
 /// Field sets that are not simple: replays the server's `walkFields` (which decides the
-/// stored keys and values) and accepts the line only if it delimits the same fields as
-/// `scanFields` did, so that every value reads back and can be written out again.
+/// stored keys and values). Returns whether it delimits the same fields as `scanFields`
+/// did with a non-empty key each; if not, the server still stores what `walkFields`
+/// reads, and only a verbatim copy of the field set reads back the same.
+///
+/// A value `walkFields` cuts out that does not convert (`a\\="=x"` gives `x"`) is refused:
+/// the server's parser passes it, but its storage engine then fails the whole write.
 #[cold]
 fn check_irregular_fields(
     b: &[u8],
@@ -517,7 +548,7 @@ fn check_irregular_fields(
     start: usize,
     end: usize,
     opts: &ParseOptions,
-) -> Result<(), Reason> {
+) -> Result<bool, Reason> {
     let fields = &b[start..end];
     // walkFields as the server runs it first: its errors win.
     let mut i = 0;
@@ -543,8 +574,8 @@ fn check_irregular_fields(
     };
     let mut same = true;
     scan_fields(b, start, opts, &mut |seg| same &= walk.next() == Some(seg))?;
-    if !same || walk.next().is_some() {
-        return Err(Reason::InvalidFieldFormat);
+    if walk.next().is_some() {
+        same = false;
     }
     for seg in (Walk {
         b,
@@ -553,13 +584,13 @@ fn check_irregular_fields(
         end,
     }) {
         if seg.eq == seg.key_start {
-            return Err(Reason::MissingFieldKey);
+            same = false;
         }
         if !super::point::value_converts(&b[seg.eq + 1..seg.value_end]) {
             return Err(Reason::InvalidFieldFormat);
         }
     }
-    Ok(())
+    Ok(same)
 }
 
 /// The fields as the server's `walkFields` delimits them (absolute positions in `b`).
@@ -614,38 +645,37 @@ fn scan_time(b: &[u8], end_of_fields: usize, opts: &ParseOptions) -> Result<Opti
 ///
 /// A newline inside a name is kept by the server when a backslash hides it from the
 /// splitter, or when the splitter's quote heuristic (which also counts quotes in the
-/// measurement and tags once it has seen a space) thinks it is inside a string. The
-/// second kind cannot be written back as one line, so such lines are refused; a newline
-/// right after an odd run of backslashes is accepted, as that run is written out again
-/// unchanged. For the same reason a space in the measurement or tags that only the key
-/// scanner sees as escaped (after an even run of backslashes) is refused here.
+/// measurement and tags once it has seen a space) thinks it is inside a string. A
+/// newline right after an odd run of backslashes is written out again unchanged by the
+/// canonical serializer; any other depends on the splitter's state, which only the
+/// line's own bytes reproduce. The same holds for a space in the measurement or tags
+/// that only the key scanner sees as escaped (after an even run of backslashes).
 #[cold]
-fn check_newlines_in_names(
+fn names_survive_rewriting(
     b: &[u8],
     key_end: usize,
     fields_start: usize,
     fields_end: usize,
-) -> Result<(), Reason> {
+) -> bool {
     let odd_backslashes_before =
         |i: usize| b[..i].iter().rev().take_while(|&&c| c == b'\\').count() % 2 == 1;
-    let check = |range: std::ops::Range<usize>| -> Result<(), Reason> {
-        for nl in memchr::memchr_iter(b'\n', &b[range.clone()]) {
-            if !odd_backslashes_before(range.start + nl) {
-                return Err(Reason::NewlineInName);
-            }
-        }
-        Ok(())
+    let plain = |range: std::ops::Range<usize>| {
+        memchr::memchr_iter(b'\n', &b[range.clone()])
+            .all(|nl| odd_backslashes_before(range.start + nl))
     };
-    check(0..key_end)?;
-    if memchr::memchr_iter(b' ', &b[..key_end]).any(|sp| !odd_backslashes_before(sp)) {
-        return Err(Reason::AmbiguousEscape);
+    if !plain(0..key_end)
+        || memchr::memchr_iter(b' ', &b[..key_end]).any(|sp| !odd_backslashes_before(sp))
+    {
+        return false;
     }
     let fields = &b[fields_start..fields_end];
     let mut i = 0;
     while i < fields.len() {
         let eq = scan_to_eq(fields, i);
-        check(fields_start + i..fields_start + eq)?;
+        if !plain(fields_start + i..fields_start + eq) {
+            return false;
+        }
         i = scan_field_value(fields, (eq + 1).min(fields.len())) + 1;
     }
-    Ok(())
+    true
 }

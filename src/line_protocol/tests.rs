@@ -256,8 +256,21 @@ fn names_must_not_be_empty() {
     assert_eq!(reason("m,t=a=b v=1"), "invalid tag format");
     assert_eq!(reason("m =1"), "missing field key");
     assert_eq!(reason("m v=1,=2"), "missing field key");
-    // The server would store an empty key after a tab; it cannot be written back.
-    assert_eq!(reason("m \t=1"), "missing field key");
+    // After a tab (or NUL) the server's check for a missing first key looks at the wrong
+    // byte, so it stores a field with an empty key; so does this parser.
+    assert_eq!(
+        fields(&one("m \t=1")),
+        vec![("".into(), FieldValue::Float(1.0))]
+    );
+    assert_eq!(
+        fields(&one("m,t=1 \0=1i,\t=2i")),
+        vec![
+            ("".into(), FieldValue::Integer(1)),
+            ("\t".into(), FieldValue::Integer(2))
+        ]
+    );
+    round_trip("m \t=1");
+    round_trip("m,t=1 \0\t=\"x\",v=2 5");
     assert_eq!(reason("m v="), "missing field value");
     assert_eq!(reason("m v=,w=1"), "missing field value");
     assert_eq!(reason("m v= 1"), "missing field value");
@@ -522,10 +535,7 @@ fn timestamp_is_optional() {
 #[test]
 fn precision_scaling() {
     let at = |p: Precision, ts: &str| {
-        let opts = ParseOptions {
-            precision: p,
-            allow_unsigned: true,
-        };
+        let opts = ParseOptions::influxdb2(p);
         let input = format!("m v=1 {ts}");
         parse_with(&input, opts)
             .remove(0)
@@ -638,26 +648,72 @@ fn serializer_round_trips() {
 
 #[test]
 fn irregular_field_sets() {
-    // The server's two field scanners read `a\\=1,b=2` differently; this parser refuses
-    // field sets whose fields the two scanners delimit differently.
-    assert_eq!(reason(r"m a\\=1,b=2"), "invalid field format");
+    // The server validates the field set with `scanFields` (a backslash hides the next
+    // byte) but stores what `walkFields` reads (a byte is escaped when a backslash
+    // precedes it). For `a\\=1,b=2` they disagree, and the server stores one field.
+    assert_eq!(
+        fields(&one(r"m a\\=1,b=2")),
+        vec![(r"a\=1,b".into(), FieldValue::Float(2.0))]
+    );
+    round_trip(r"m a\\=1,b=2");
+    round_trip(r"m,t=x a\\=1,b=2,c=3i 7");
+    let mut out = Vec::new();
+    one(r"m,b=1,a=2  a\\=1,b=2").write_line_protocol(&mut out, Some(9));
+    assert_eq!(out, br"m,b=1,a=2 a\\=1,b=2 9");
     assert_eq!(reason(r"m a\\=1"), r"invalid value: field-key=a\\=1");
-    assert_eq!(reason(r#"m a="x"=1,"#), "invalid field format");
     // Literal quotes in keys are fine.
     assert_eq!(fields(&one(r#"m a"b=1"#))[0].0, "a\"b");
 }
 
 #[test]
-fn newline_in_a_name_needs_a_backslash() {
+fn newline_in_a_name() {
     // A leading space makes the server's line splitter count the measurement's `=` and
-    // `"`, so it keeps reading past the newline. Such a name cannot be written back.
+    // `"`, so it keeps reading past the newline: the measurement holds a newline.
+    let input = " a=\"b\nc v=1";
+    let p = one(input);
+    assert_eq!(p.measurement(), "a=\"b\nc");
+    assert_eq!(fields(&p), vec![("v".into(), FieldValue::Float(1.0))]);
+    let mut out = Vec::new();
+    p.write_line_protocol(&mut out, Some(5));
+    assert_eq!(out, b" a=\"b\nc v=1 5");
+    round_trip(input);
+    // Without the leading space the newline ends the line.
+    assert_eq!(parse_all("a=\"b\nc v=1").len(), 2);
+    // The server's own error wins where it has one.
     let all: Vec<_> = lines(b" a=\"b\nc v=1 \"", ParseOptions::default()).collect();
     assert_eq!(all.len(), 1);
     let msg = &all[0].result.as_ref().unwrap_err().message;
+    assert!(msg.ends_with("bad timestamp"), "{msg}");
+}
+
+#[test]
+fn reserved_tag_keys() {
+    // InfluxDB 2.x refuses them before it looks for duplicates; 1.x stores them.
+    for (key, quoted) in [
+        ("_measurement", "\"_measurement\""),
+        ("_field", "\"_field\""),
+        ("time", "\"time\""),
+        ("\0", "\"\\x00\""),
+    ] {
+        let line = format!("m,a=1,{key}=x,a=2 v=1");
+        assert_eq!(
+            reason(&line),
+            format!("cannot use reserved tag key {quoted}")
+        );
+        let v1 = ParseOptions::influxdb1(Precision::Nanosecond);
+        assert_eq!(reason_with(&line, v1), "duplicate tags");
+        let line = format!("m,{key}=x v=1");
+        assert_eq!(tags(&parse_with(&line, v1)[0].clone().unwrap())[0].1, "x");
+    }
+    let bytes = b"m,\xff=x v=1";
+    let all: Vec<_> = lines(bytes, ParseOptions::default()).collect();
+    let msg = &all[0].result.as_ref().unwrap_err().message;
     assert!(
-        msg.ends_with("newline in measurement, tag or field key"),
+        msg.ends_with(r#"cannot use reserved tag key "\xff""#),
         "{msg}"
     );
+    // Compared raw, as written: an escaped look-alike is a different key.
+    assert_eq!(tags(&one(r"m,tim\e=x,_Field=y v=1")).len(), 2);
 }
 
 #[test]

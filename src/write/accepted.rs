@@ -117,6 +117,14 @@ impl FieldTypeConflict {
     }
 }
 
+/// Whether InfluxDB's storage layer drops this parsed point (answering `partial write:
+/// invalid tag key …` or `invalid field name …`, which name only the first such point):
+/// a tag key `time` (1.x; 2.x refuses it while parsing), or no field but ones named
+/// `time`. A `time` field beside others is skipped and the point stored.
+pub fn dropped_by_storage(point: &Point<'_>) -> bool {
+    point.tags().any(|(key, _)| key == "time") || point.fields().all(|(key, _)| key == "time")
+}
+
 /// InfluxDB's names for field types in its error messages.
 fn type_name(value: &FieldValue<'_>) -> &'static str {
     match value {
@@ -177,6 +185,16 @@ mod tests {
                 conflict: None
             })
         );
+    }
+
+    #[test]
+    fn storage_drops_time_tags_and_time_only_fields() {
+        let body = "m,time=x v=1\nm time=1i\nm time=1i,v=2\nm,tim\\e=x v=1\nm v=1";
+        let options = crate::line_protocol::ParseOptions::influxdb1(Default::default());
+        let dropped: Vec<bool> = crate::line_protocol::lines(body.as_bytes(), options)
+            .map(|line| dropped_by_storage(&line.result.unwrap()))
+            .collect();
+        assert_eq!(dropped, [true, true, false, false, false]);
     }
 
     #[test]

@@ -107,9 +107,14 @@ impl WritePipeline {
             .with_label_values(&[endpoint])
             .inc_by(body.decoded.len() as u64);
 
+        // Without an upstream, `/api/v2/write` answers as InfluxDB 2.x and `/write` as 1.x.
         let options = ParseOptions {
             precision: target.precision,
             allow_unsigned: self.upstream.as_ref().is_none_or(|u| u.accepts_unsigned()),
+            reserved_tag_keys: match &self.upstream {
+                Some(upstream) => upstream.refuses_reserved_tag_keys(),
+                None => dialect == Dialect::V2,
+            },
         };
         let lines: Vec<Line<'_>> = line_protocol::lines(&body.decoded, options).collect();
         let invalid = lines.iter().filter(|l| l.result.is_err()).count();
@@ -299,6 +304,7 @@ impl WritePipeline {
                 let dropped = match accepted {
                     Accepted::Partial(partial) => {
                         partial.conflict.as_ref().is_some_and(|c| c.matches(point))
+                            || accepted::dropped_by_storage(point)
                     }
                     Accepted::AllBut(rejected) => rejected.contains(&line.number),
                     _ => false,

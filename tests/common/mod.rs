@@ -501,9 +501,11 @@ pub fn parse_records(records: &[KafkaRecord]) -> Vec<TeedPoint> {
     records
         .iter()
         .map(|record| {
+            // Records hold what InfluxDB stored, whichever version it was.
             let options = ParseOptions {
                 precision: Precision::Nanosecond,
                 allow_unsigned: true,
+                reserved_tag_keys: false,
             };
             let line = line_protocol::lines(&record.value, options)
                 .next()
