@@ -63,6 +63,10 @@ pub struct UpstreamConfig {
     pub connect_timeout_ms: u64,
     /// Whole-request timeout for a forwarded write, answer body included.
     pub timeout_ms: u64,
+    /// For everything passed through (queries, management), how long to wait for the
+    /// answer's headers; 0 waits as long as the client does, as InfluxDB sets no query
+    /// timeout by default. A short one would cut off long Flux or InfluxQL queries.
+    pub passthrough_timeout_ms: u64,
     pub pool_idle_timeout_ms: u64,
     /// `Retry-After` seconds when the proxy answers 503.
     pub retry_after_seconds: u32,
@@ -79,6 +83,7 @@ impl Default for UpstreamConfig {
             api: UpstreamApi::Auto,
             connect_timeout_ms: 2_000,
             timeout_ms: 30_000,
+            passthrough_timeout_ms: 0,
             pool_idle_timeout_ms: 90_000,
             retry_after_seconds: 5,
             version_probe_interval_ms: 60_000,

@@ -141,6 +141,7 @@ pub struct Upstream {
     client: Client<HttpConnector, Body>,
     base: Uri,
     timeout: Duration,
+    passthrough_timeout: Option<Duration>,
     configured_api: UpstreamApi,
     detected_api: AtomicU8,
     /// A 1.x upstream of 1.8 or later also serves `/api/v2/write`.
@@ -172,6 +173,8 @@ impl Upstream {
             client,
             base,
             timeout: Duration::from_millis(config.timeout_ms),
+            passthrough_timeout: (config.passthrough_timeout_ms > 0)
+                .then(|| Duration::from_millis(config.passthrough_timeout_ms)),
             configured_api: config.api,
             detected_api: AtomicU8::new(API_UNKNOWN),
             v1_serves_v2_write: AtomicBool::new(false),
@@ -216,15 +219,20 @@ impl Upstream {
             .map_err(|_| UpstreamError::Timeout(self.timeout))?
     }
 
-    /// Sends a request and returns the answer with its body still streaming.
+    /// Sends a passed-through request and returns the answer with its body still
+    /// streaming, waiting for its headers up to `upstream.passthrough_timeout_ms`.
     pub async fn send_streaming(
         &self,
         request: Request<Body>,
     ) -> Result<Response<Body>, UpstreamError> {
-        let response = tokio::time::timeout(self.timeout, self.client.request(request))
-            .await
-            .map_err(|_| UpstreamError::Timeout(self.timeout))?
-            .map_err(connect_error)?;
+        let exchange = self.client.request(request);
+        let response = match self.passthrough_timeout {
+            Some(limit) => tokio::time::timeout(limit, exchange)
+                .await
+                .map_err(|_| UpstreamError::Timeout(limit))?,
+            None => exchange.await,
+        }
+        .map_err(connect_error)?;
         Ok(response.map(Body::new))
     }
 
