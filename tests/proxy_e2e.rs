@@ -314,19 +314,32 @@ async fn kafka_only_gateway_answers_like_influxdb_2() {
     )
     .await;
     assert_eq!(response.status(), 204);
-    // One bad line rejects the whole v2 request, as InfluxDB 2.x does.
-    let response = post(
-        proxy.url("/api/v2/write?org=o&bucket=b"),
+    // One bad line rejects the whole v2 request, as InfluxDB 2.x does: same status and
+    // body as a real InfluxDB 2.7, reserved tag keys included.
+    let bucket = unique("gw");
+    create_bucket(&bucket).await;
+    for body in [
         "gw v=3 3\ngw v=1.1.1 4\n",
-    )
-    .await;
-    assert_eq!(response.status(), 400);
-    let error: serde_json::Value = response.json().await.unwrap();
-    assert_eq!(error["code"], "invalid");
-    assert_eq!(
-        error["message"],
-        "unable to parse 'gw v=1.1.1 4': invalid number"
-    );
+        "gw v=5 5\ngw,_field=x v=6 6\n",
+        "gw,time=t v=7 7\n",
+    ] {
+        let ours = post(proxy.url("/api/v2/write?org=o&bucket=b"), body).await;
+        let real = http()
+            .post(format!(
+                "{}/api/v2/write?org={INFLUX2_ORG}&bucket={bucket}",
+                influxdb2_url()
+            ))
+            .header("Authorization", format!("Token {INFLUX2_TOKEN}"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(real.status(), 400, "{body:?}");
+        assert_eq!(ours.status(), real.status(), "{body:?}");
+        let ours: serde_json::Value = ours.json().await.unwrap();
+        let real: serde_json::Value = real.json().await.unwrap();
+        assert_eq!(ours, real, "{body:?}");
+    }
     let records = kafka_records(&topic, 2, WAIT).await;
     let values: Vec<&str> = records.iter().map(|r| r.value_str()).collect();
     assert_eq!(records.len(), 2, "{values:?}");
