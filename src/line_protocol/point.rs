@@ -186,9 +186,15 @@ impl<'a> Point<'a> {
             b" "
         });
         out.extend_from_slice(fields);
-        if let Some(ts) = timestamp_ns {
-            out.push(b' ');
-            out.extend_from_slice(itoa::Buffer::new().format(ts).as_bytes());
+        match timestamp_ns {
+            Some(ts) => {
+                out.push(b' ');
+                out.extend_from_slice(itoa::Buffer::new().format(ts).as_bytes());
+            }
+            // A point read up to the end of its input inside a string the splitter saw
+            // open keeps a final newline; reading drops one, so write one more.
+            None if fields.last() == Some(&b'\n') => out.push(b'\n'),
+            None => {}
         }
     }
 
