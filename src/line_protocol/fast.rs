@@ -202,6 +202,9 @@ pub(crate) fn parse_line<'a>(
     let mut flags = 0;
     if b[i] == b',' {
         let mut prev_key = (0, 0);
+        // The first keys, to check unsorted tags for duplicates without a second scan.
+        let mut keys = [(0u32, 0u32); 8];
+        let mut n_keys = 0;
         loop {
             let ks = i + 1;
             i = skip_name(b, ks, C_TAG, &mut acc, &mut escaped)?;
@@ -225,12 +228,27 @@ pub(crate) fn parse_line<'a>(
                 }
             }
             prev_key = (ks, ke);
+            if n_keys < keys.len() {
+                keys[n_keys] = (ks as u32, ke as u32);
+            }
+            n_keys += 1;
             if b[i] == b' ' {
                 break;
             }
         }
-        if flags & FLAG_TAGS_UNSORTED != 0 && !unsorted_tags_are_unique(&b[meas_end + 1..i])? {
-            return None;
+        if flags & FLAG_TAGS_UNSORTED != 0 {
+            let unique = if n_keys <= keys.len() {
+                let key = |k: (u32, u32)| &b[k.0 as usize..k.1 as usize];
+                let keys = &keys[..n_keys];
+                keys.iter()
+                    .enumerate()
+                    .all(|(j, &x)| keys[j + 1..].iter().all(|&y| key(x) != key(y)))
+            } else {
+                unsorted_tags_are_unique(&b[meas_end + 1..i])?
+            };
+            if !unique {
+                return None;
+            }
         }
     }
     let key_end = i;
