@@ -654,3 +654,43 @@ pub(crate) fn write_field_value(v: &FieldValue<'_>, out: &mut Vec<u8>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The server's `escape.Unescape`, byte by byte.
+    fn reference(raw: &[u8], set: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < raw.len() {
+            if raw[i] == b'\\' && i + 1 < raw.len() && set.contains(&raw[i + 1]) {
+                out.push(raw[i + 1]);
+                i += 2;
+            } else {
+                out.push(raw[i]);
+                i += 1;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn word_at_a_time_unescape_matches_the_byte_by_byte_rule() {
+        let alphabet = b"a\\\\\\,= \"x";
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..20_000 {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
+            let len = (state >> 58) as usize;
+            let raw: Vec<u8> = (0..len)
+                .map(|k| {
+                    let r = state.rotate_left(7 * k as u32) ^ (k as u64).wrapping_mul(0x2545_f491);
+                    alphabet[(r % alphabet.len() as u64) as usize]
+                })
+                .collect();
+            for set in [&b", =\""[..], b", =", b"\\\""] {
+                assert_eq!(unescape_with(&raw, set), reference(&raw, set), "{raw:?}");
+            }
+        }
+    }
+}
