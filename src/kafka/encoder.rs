@@ -184,7 +184,8 @@ impl Encoder {
     /// Telegraf's JSON serializer shape: keys sorted, as Go's encoding/json sorts map keys.
     fn write_json(&self, out: &mut Vec<u8>, tee: &TeePoint<'_, '_>) {
         let point = tee.point;
-        let mut fields: Vec<_> = point.fields().collect();
+        // InfluxDB (1.x and 2.x) skips a field named `time` and stores the others.
+        let mut fields: Vec<_> = point.fields().filter(|(key, _)| key != "time").collect();
         // A later duplicate field wins, as it does when Telegraf builds a metric.
         fields.reverse();
         fields.sort_by(|a, b| a.0.cmp(&b.0));
