@@ -227,6 +227,9 @@ async fn v2_management_and_query_api_pass_through() {
         "/health".to_owned(),
         "/ready".to_owned(),
         "/ping".to_owned(),
+        "/metrics".to_owned(),
+        "/debug/pprof/".to_owned(),
+        "/api/v2/no-such-route".to_owned(),
     ] {
         let get = |base: String| {
             http()
@@ -240,6 +243,11 @@ async fn v2_management_and_query_api_pass_through() {
         assert_eq!(
             through.headers().get("x-influxdb-version"),
             straight.headers().get("x-influxdb-version"),
+            "{path}"
+        );
+        assert_eq!(
+            through.headers().get("content-type"),
+            straight.headers().get("content-type"),
             "{path}"
         );
         if path.starts_with("/api") {

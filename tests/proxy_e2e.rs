@@ -510,6 +510,28 @@ async fn queries_and_ping_pass_through() {
         .unwrap();
     assert_eq!(response.status(), 200);
     assert!(response.text().await.unwrap().contains(&db));
+    // InfluxDB's own diagnostics and unknown routes pass through too (the proxy's
+    // metrics live on the admin listener).
+    for path in ["/debug/vars", "/metrics", "/no-such-route"] {
+        let through = http().get(proxy.url(path)).send().await.unwrap();
+        let straight = http()
+            .get(format!("{}{path}", influxdb_url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(through.status(), straight.status(), "{path}");
+        assert_eq!(
+            through.headers().get("content-type"),
+            straight.headers().get("content-type"),
+            "{path}"
+        );
+        let body = through.text().await.unwrap();
+        match path {
+            "/debug/vars" => assert!(body.contains("\"memstats\""), "{path}"),
+            "/metrics" => assert!(body.contains("go_goroutines"), "{path}"),
+            _ => assert_eq!(body, straight.text().await.unwrap(), "{path}"),
+        }
+    }
     let ready = http().get(proxy.admin_url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
     proxy.stop().await;
