@@ -74,45 +74,12 @@ case $UPSTREAM in
     ;;
 esac
 
-log() { printf '==> %s\n' "$*" >&2; }
-die() { printf 'load.sh: %s\n' "$*" >&2; exit 1; }
-
-exec 9>"${TMPDIR:-/tmp}/influx-tee-bench.lock"
-if ! flock -n 9; then
-  log "another bench holds ${TMPDIR:-/tmp}/influx-tee-bench.lock; waiting (up to 10 min)"
-  flock -w 600 9 || die "the bench lock stayed busy for 10 min"
-fi
-
-OUT_DIR=${OUT_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/influx-tee-load.XXXXXX")}
-mkdir -p "$OUT_DIR"
-results="$OUT_DIR/results.jsonl"
-: >"$results"
-proxy_pid=
-
-stop_proxy() {
-  [[ -n $proxy_pid ]] || return 0
-  kill -TERM "$proxy_pid" 2>/dev/null || true
-  # The proxy drains in-flight writes and flushes Kafka on SIGTERM; give it time.
-  for _ in $(seq 300); do
-    kill -0 "$proxy_pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$proxy_pid" 2>/dev/null; then
-    log "proxy did not stop within 30 s; SIGKILL"
-    kill -KILL "$proxy_pid" 2>/dev/null || true
-  fi
-  wait "$proxy_pid" 2>/dev/null || true
-  proxy_pid=
-}
+BENCH_NAME=load.sh
+# shellcheck source=benches/lib.sh
+. "$repo/benches/lib.sh"
+bench_lock
+bench_out_dir load
 trap stop_proxy EXIT
-
-# Sum of a metric's samples whose labels contain $2 (e.g. outcome="delivered").
-metric() {
-  curl -sf "http://$PROXY_ADMIN/metrics" |
-    awk -v name="$1" -v label="$2" '
-      index($0, name "{") == 1 && index($0, label) { sum += $NF }
-      END { printf "%d\n", sum }'
-}
 
 peak_rss_mib() {
   awk '/^VmHWM:/ { printf "%.1f\n", $2 / 1024 }' "/proc/$proxy_pid/status"
@@ -127,14 +94,7 @@ if ! deploy/local/stack status "${services[@]}" >/dev/null 2>&1; then
 fi
 
 # ---- 2. build ------------------------------------------------------------
-log "building influx-tee and the load generator (release)"
-cargo build --release --bin influx-tee >&2
-generator_built=$(cargo bench --bench load --no-run --message-format=json |
-  jq -r 'select(.reason == "compiler-artifact" and .target.name == "load" and .executable != null) | .executable' |
-  tail -n1)
-[[ -x $generator_built ]] || die "could not find the compiled load generator"
-cp target/release/influx-tee "$OUT_DIR/influx-tee"
-cp "$generator_built" "$OUT_DIR/load"
+bench_build load
 
 # ---- 3. databases ----------------------------------------------------------
 if [[ $UPSTREAM == influxdb ]]; then
@@ -147,36 +107,13 @@ if [[ $UPSTREAM == influxdb ]]; then
 fi
 
 # ---- 4. proxy --------------------------------------------------------------
-for addr in "$PROXY_LISTEN" "$PROXY_ADMIN"; do
-  # Another process answering here would be measured instead of ours.
-  if curl -s -o /dev/null --max-time 1 "http://$addr/"; then
-    die "$addr is already in use; stop whatever listens there or set PROXY_LISTEN/PROXY_ADMIN"
-  fi
-done
 log "starting influx-tee on $PROXY_LISTEN -> $upstream_url (log: $OUT_DIR/proxy.log)"
-"$OUT_DIR/influx-tee" serve \
+start_proxy \
   --listen "$PROXY_LISTEN" --admin-listen "$PROXY_ADMIN" \
   --upstream "$upstream_url" \
   --kafka-brokers "$KAFKA" --kafka-topic 'load.{bucket}' --kafka-format line \
   --spool-dir "$OUT_DIR/spool" \
-  --log-level warn >"$OUT_DIR/proxy.log" 2>&1 &
-proxy_pid=$!
-ready=
-for _ in $(seq 600); do
-  kill -0 "$proxy_pid" 2>/dev/null || { tail -n 20 "$OUT_DIR/proxy.log" >&2; die "the proxy exited"; }
-  if [[ $(curl -s -o /dev/null -w '%{http_code}' "http://$PROXY_ADMIN/readyz") == 200 ]]; then
-    ready=1
-    break
-  fi
-  sleep 0.1
-done
-[[ -n $ready ]] || die "the proxy was not ready within 60 s"
-# /readyz could have been answered by someone else's proxy on the same port
-# while ours failed to bind: make sure the listener is ours.
-for addr in "$PROXY_LISTEN" "$PROXY_ADMIN"; do
-  ss -Hltnp "sport = :${addr##*:}" | grep -q "pid=$proxy_pid," ||
-    die "$addr is not served by the proxy this script started (pid $proxy_pid)"
-done
+  --log-level warn
 idle_rss=$(peak_rss_mib)
 
 # ---- 5. runs ---------------------------------------------------------------
@@ -187,7 +124,7 @@ run() { # mode round
   local parsed_before expected_delta=0 delta
   [[ $1 == proxy ]] && expected_delta=$((WRITERS * (BATCHES + WARMUP) * LINES))
   parsed_before=$(metric influx_tee_points_total 'outcome="parsed"')
-  out=$("$OUT_DIR/load" --url "$base$(write_path "$1")" --label "$1" \
+  out=$("$OUT_DIR/load" --bench --url "$base$(write_path "$1")" --label "$1" \
     --writers "$WRITERS" --batches "$BATCHES" --lines "$LINES" --warmup "$WARMUP" --json) ||
     die "the $1 run failed"
   grep -v '^{' <<<"$out" >&2

@@ -55,33 +55,16 @@ KAFKA=127.0.0.1:19092
 INFLUXDB=http://127.0.0.1:18086
 DB=passthrough_bench
 
-log() { printf '==> %s\n' "$*" >&2; }
-die() { printf 'passthrough.sh: %s\n' "$*" >&2; exit 1; }
-
-exec 9>"${TMPDIR:-/tmp}/influx-tee-bench.lock"
-if ! flock -n 9; then
-  log "another bench holds ${TMPDIR:-/tmp}/influx-tee-bench.lock; waiting (up to 10 min)"
-  flock -w 600 9 || die "the bench lock stayed busy for 10 min"
-fi
-
-OUT_DIR=${OUT_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/influx-tee-passthrough.XXXXXX")}
-mkdir -p "$OUT_DIR"
-results="$OUT_DIR/results.jsonl"
-: >"$results"
-proxy_pid=
+BENCH_NAME=passthrough.sh
+# shellcheck source=benches/lib.sh
+. "$repo/benches/lib.sh"
+bench_lock
+bench_out_dir passthrough
 sampler_pid=
 
 cleanup() {
   [[ -n $sampler_pid ]] && kill "$sampler_pid" 2>/dev/null
-  if [[ -n $proxy_pid ]]; then
-    kill -TERM "$proxy_pid" 2>/dev/null || true
-    for _ in $(seq 300); do
-      kill -0 "$proxy_pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -KILL "$proxy_pid" 2>/dev/null || true
-    wait "$proxy_pid" 2>/dev/null || true
-  fi
+  stop_proxy
   rm -f "$OUT_DIR/upload.bin"
   if [[ $KEEP_DB != 1 ]]; then
     curl -sf -XPOST "$INFLUXDB/query" --data-urlencode "q=DROP DATABASE $DB" >/dev/null 2>&1 || true
@@ -89,8 +72,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# A field of the proxy's /proc/<pid>/status, in kB.
-status_kb() { awk -v key="$1:" '$1 == key { print $2 }' "/proc/$proxy_pid/status"; }
 mib() { awk -v kb="$1" 'BEGIN { printf "%.1f", kb / 1024 }'; }
 
 # ---- 1. stack ------------------------------------------------------------------
@@ -100,12 +81,7 @@ if ! deploy/local/stack status kafka influxdb >/dev/null 2>&1; then
 fi
 
 # ---- 2. build ------------------------------------------------------------------
-log "building influx-tee (release)"
-binary=$(cargo build --release --bin influx-tee --message-format=json |
-  jq -r 'select(.reason == "compiler-artifact" and .target.name == "influx-tee" and .executable != null) | .executable' |
-  tail -n1)
-[[ -x $binary ]] || die "could not find the built influx-tee"
-cp "$binary" "$OUT_DIR/influx-tee"
+bench_build
 
 # ---- 3. data set ---------------------------------------------------------------
 for q in "DROP DATABASE $DB" "CREATE DATABASE $DB"; do
@@ -129,33 +105,13 @@ stored=$(curl -sf "$INFLUXDB/query" --data-urlencode "db=$DB" --data-urlencode '
 log "wrote $ROWS points in ${write_s} s"
 
 # ---- 4. proxy ------------------------------------------------------------------
-for addr in "$PROXY_LISTEN" "$PROXY_ADMIN"; do
-  if curl -s -o /dev/null --max-time 1 "http://$addr/"; then
-    die "$addr is already in use; stop whatever listens there or set PROXY_LISTEN/PROXY_ADMIN"
-  fi
-done
 log "starting influx-tee on $PROXY_LISTEN -> $INFLUXDB (log: $OUT_DIR/proxy.log)"
-"$OUT_DIR/influx-tee" serve \
+start_proxy \
   --listen "$PROXY_LISTEN" --admin-listen "$PROXY_ADMIN" \
   --upstream "$INFLUXDB" \
   --kafka-brokers "$KAFKA" --kafka-topic 'passthrough_bench.{bucket}' \
   --spool-dir "$OUT_DIR/spool" \
-  --log-level warn >"$OUT_DIR/proxy.log" 2>&1 &
-proxy_pid=$!
-ready=
-for _ in $(seq 600); do
-  kill -0 "$proxy_pid" 2>/dev/null || { tail -n 20 "$OUT_DIR/proxy.log" >&2; die "the proxy exited"; }
-  if [[ $(curl -s -o /dev/null -w '%{http_code}' "http://$PROXY_ADMIN/readyz") == 200 ]]; then
-    ready=1
-    break
-  fi
-  sleep 0.1
-done
-[[ -n $ready ]] || die "the proxy was not ready within 60 s"
-for addr in "$PROXY_LISTEN" "$PROXY_ADMIN"; do
-  ss -Hltnp "sport = :${addr##*:}" | grep -q "pid=$proxy_pid," ||
-    die "$addr is not served by the proxy this script started (pid $proxy_pid)"
-done
+  --log-level warn
 ready_rss=$(status_kb VmRSS)
 ready_hwm=$(status_kb VmHWM)
 

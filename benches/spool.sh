@@ -18,7 +18,8 @@
 #
 # Knobs (defaults): WRITERS=8 BATCHES=40 LINES=1000 WARMUP=2 ROUNDS=2
 #   UPSTREAMS="influxdb none" PROXY_LISTEN=127.0.0.1:18287 PROXY_ADMIN=127.0.0.1:19387
-# (ports apart from benches/load.sh's, so both can run; a port already answering aborts the run)
+# (ports apart from benches/load.sh's; benches take turns through a lock, and a port
+# already answering aborts the run)
 # Raw JSON results and proxy logs: $OUT_DIR (default: a temp dir, printed).
 # Only loopback addresses are used.
 set -euo pipefail
@@ -37,46 +38,19 @@ PROXY_ADMIN=${PROXY_ADMIN:-127.0.0.1:19387}
 KAFKA=127.0.0.1:19092
 INFLUXDB=http://127.0.0.1:18086
 
-log() { printf '==> %s\n' "$*" >&2; }
-die() { printf 'spool.sh: %s\n' "$*" >&2; exit 1; }
-
-OUT_DIR=${OUT_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/influx-tee-spool-bench.XXXXXX")}
-mkdir -p "$OUT_DIR"
-results="$OUT_DIR/results.jsonl"
-: >"$results"
-proxy_pid=
-
-stop_proxy() {
-  [[ -n $proxy_pid ]] || return 0
-  kill -TERM "$proxy_pid" 2>/dev/null || true
-  for _ in $(seq 300); do
-    kill -0 "$proxy_pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -KILL "$proxy_pid" 2>/dev/null || true
-  wait "$proxy_pid" 2>/dev/null || true
-  proxy_pid=
-}
+BENCH_NAME=spool.sh
+# shellcheck source=benches/lib.sh
+. "$repo/benches/lib.sh"
+bench_lock
+bench_out_dir spool-bench
 trap stop_proxy EXIT
-
-metric() { # name label-substring -> sum of matching samples
-  curl -sf "http://$PROXY_ADMIN/metrics" |
-    awk -v name="$1" -v label="$2" 'index($0, name "{") == 1 && index($0, label) { sum += $NF } END { printf "%d\n", sum }'
-}
 
 if ! deploy/local/stack status kafka influxdb >/dev/null; then
   log "stack up: kafka influxdb"
   deploy/local/stack up kafka influxdb >&2
 fi
 
-log "building influx-tee and the load generator (release)"
-cargo build --release --bin influx-tee >&2
-generator=$(cargo bench --bench load --no-run --message-format=json |
-  jq -r 'select(.reason == "compiler-artifact" and .target.name == "load" and .executable != null) | .executable' |
-  tail -n1)
-[[ -x $generator ]] || die "could not find the compiled load generator"
-cp target/release/influx-tee "$OUT_DIR/influx-tee"
-cp "$generator" "$OUT_DIR/load"
+bench_build load
 
 run() { # upstream mode round
   local upstream=$1 mode=$2 round=$3 db="spool_bench_$2" url spool_block
@@ -111,29 +85,10 @@ $spool_block
 [log]
 level = "warn"
 EOF
-  for addr in "$PROXY_LISTEN" "$PROXY_ADMIN"; do
-    # Another process answering here would be measured instead of ours.
-    if curl -s -o /dev/null --max-time 1 "http://$addr/"; then
-      die "$addr is already in use; set PROXY_LISTEN / PROXY_ADMIN"
-    fi
-  done
-  "$OUT_DIR/influx-tee" serve -c "$OUT_DIR/config.toml" >>"$OUT_DIR/proxy.log" 2>&1 &
-  proxy_pid=$!
-  local ready=
-  for _ in $(seq 300); do
-    kill -0 "$proxy_pid" 2>/dev/null || { tail -n 20 "$OUT_DIR/proxy.log" >&2; die "the proxy exited"; }
-    if [[ $(curl -s -o /dev/null -w '%{http_code}' "http://$PROXY_ADMIN/metrics") == 200 ]]; then
-      ready=1
-      break
-    fi
-    sleep 0.1
-  done
-  [[ -n $ready ]] || die "the proxy did not start"
-  sleep 0.2
-  kill -0 "$proxy_pid" 2>/dev/null || { tail -n 5 "$OUT_DIR/proxy.log" >&2; die "the proxy exited"; }
+  start_proxy -c "$OUT_DIR/config.toml"
   log "$upstream / spool $mode / round $round: $WRITERS writers x $BATCHES batches x $LINES lines"
   local out
-  out=$("$OUT_DIR/load" --url "http://$PROXY_LISTEN/write?db=$db" --label "$mode" \
+  out=$("$OUT_DIR/load" --bench --url "http://$PROXY_LISTEN/write?db=$db" --label "$mode" \
     --writers "$WRITERS" --batches "$BATCHES" --lines "$LINES" --warmup "$WARMUP" --json) ||
     die "the $mode run failed"
   grep -v '^{' <<<"$out" >&2 || true
