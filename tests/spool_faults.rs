@@ -180,6 +180,10 @@ fn temp_spool(name: &str) -> PathBuf {
     std::env::temp_dir().join(unique(&format!("influx-tee-spool-{name}")))
 }
 
+/// How long a spool may take to ship what it holds. Generous: right after another test
+/// restarted the broker, its first metadata and topic creation can take most of a minute.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(180);
+
 /// Waits until the proxy's spool has nothing left to ship.
 async fn wait_drained(metrics_url: &str, timeout: Duration) {
     let deadline = Instant::now() + timeout;
@@ -602,7 +606,7 @@ async fn full_spool_rejects_before_forwarding_and_counts_match() {
     // Kafka is back: everything acknowledged ships, and only that.
     config.kafka.brokers = kafka_brokers();
     let proxy = start_proxy(config).await;
-    wait_drained(&proxy.admin_url("/metrics"), Duration::from_secs(60)).await;
+    wait_drained(&proxy.admin_url("/metrics"), DRAIN_TIMEOUT).await;
     proxy.stop().await;
     let view = kafka_view(&kafka_records(&topic, acked.len(), Duration::from_secs(60)).await);
     assert_eq!(view.ids, influx, "InfluxDB and Kafka differ");
@@ -794,7 +798,7 @@ async fn corrupt_tail_keeps_every_intact_record_and_reports_the_rest() {
         skipped_regions >= 1.0 && skipped_bytes > 0.0,
         "{skipped_regions} regions, {skipped_bytes} bytes"
     );
-    wait_drained(&proxy.admin_url("/metrics"), Duration::from_secs(60)).await;
+    wait_drained(&proxy.admin_url("/metrics"), DRAIN_TIMEOUT).await;
     proxy.stop().await;
 
     let intact = ((writes - 2) * 10) as usize;
@@ -862,7 +866,7 @@ async fn poison_record_is_dead_lettered_and_the_stream_goes_on() {
         let response = post(&client, &url, body).await.unwrap();
         assert!(response.status().is_success(), "{}", response.status());
     }
-    wait_drained(&proxy.admin_url("/metrics"), Duration::from_secs(60)).await;
+    wait_drained(&proxy.admin_url("/metrics"), DRAIN_TIMEOUT).await;
     let dead = proxy
         .metric("influx_tee_spool_records_total{outcome=\"dead_lettered\"} ")
         .await;

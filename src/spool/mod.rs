@@ -556,15 +556,6 @@ impl Spool {
                 .spawn(move || appender.run(receiver))
                 .map_err(|e| SpoolError::io(&dir, e))?,
         );
-        if shared.config.fsync == FsyncMode::Interval {
-            let syncer = shared.clone();
-            threads.push(
-                std::thread::Builder::new()
-                    .name("spool-fsync".into())
-                    .spawn(move || run_syncer(syncer))
-                    .map_err(|e| SpoolError::io(&dir, e))?,
-            );
-        }
         Ok(Spool {
             shared,
             sender: Mutex::new(Some(sender)),
@@ -757,7 +748,49 @@ struct Staged {
 
 impl Appender {
     fn run(mut self, requests: mpsc::Receiver<AppendRequest>) {
-        while let Ok(first) = requests.recv() {
+        // `interval` syncs here, between groups, rather than on a thread of its own: an
+        // fsync running beside the appender's writes stalls them (the journal commit),
+        // which cost more throughput than syncing in turn.
+        let period = (self.shared.config.fsync == FsyncMode::Interval)
+            .then(|| Duration::from_millis(self.shared.config.fsync_interval_ms.max(1)));
+        let mut last_sync = Instant::now();
+        loop {
+            let unsynced = self.shared.written_seq.load(Ordering::Acquire)
+                > self.shared.synced_seq.load(Ordering::Acquire);
+            let next = match period {
+                // Wake up in time to sync what the last groups wrote.
+                Some(period) if unsynced => {
+                    match requests.recv_timeout(period.saturating_sub(last_sync.elapsed())) {
+                        Ok(request) => Some(request),
+                        Err(mpsc::RecvTimeoutError::Timeout) => None,
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+                _ => match requests.recv() {
+                    Ok(request) => Some(request),
+                    Err(_) => break,
+                },
+            };
+            if let Some(first) = next {
+                self.commit_queued(first, &requests);
+            }
+            if let Some(period) = period {
+                if last_sync.elapsed() >= period {
+                    self.sync_written();
+                    last_sync = Instant::now();
+                }
+            }
+        }
+        if let Some(file) = &self.file {
+            if self.shared.config.fsync != FsyncMode::Never {
+                let _ = self.sync(file);
+            }
+        }
+    }
+
+    /// Commits `first` together with whatever else is queued, up to `GROUP_MAX_BYTES`.
+    fn commit_queued(&mut self, first: AppendRequest, requests: &mpsc::Receiver<AppendRequest>) {
+        {
             let mut bytes = first.entry.frame_len();
             let mut group = vec![first];
             while bytes < GROUP_MAX_BYTES {
@@ -771,10 +804,19 @@ impl Appender {
             }
             self.commit(group);
         }
-        if let Some(file) = &self.file {
-            if self.shared.config.fsync != FsyncMode::Never {
-                let _ = self.sync(file);
-            }
+    }
+
+    /// `fsync = "interval"`: syncs the active segment if anything was written since the
+    /// last sync.
+    fn sync_written(&self) {
+        let written = self.shared.written_seq.load(Ordering::Acquire);
+        if written <= self.shared.synced_seq.load(Ordering::Acquire) {
+            return;
+        }
+        let Some(file) = &self.file else { return };
+        match self.sync(file) {
+            Ok(()) => self.shared.synced_seq.store(written, Ordering::Release),
+            Err(error) => tracing::error!(%error, "spool fsync failed"),
         }
     }
 
@@ -1015,33 +1057,6 @@ fn count_after(path: &Path, floor: u64) -> (u64, u64) {
         counts.1 += format::peek_record_count(scan.payload(&data, frame)).unwrap_or(0) as u64;
     }
     counts
-}
-
-/// `fsync = "interval"`: syncs the active segment every `fsync_interval_ms` when something was written.
-fn run_syncer(shared: Arc<Shared>) {
-    let interval = Duration::from_millis(shared.config.fsync_interval_ms.max(1));
-    loop {
-        std::thread::sleep(interval);
-        let closing = shared.closing.load(Ordering::Acquire);
-        let written = shared.written_seq.load(Ordering::Acquire);
-        if written > shared.synced_seq.load(Ordering::Acquire) {
-            let file = lock(&shared.active_file).clone();
-            if let Some(file) = file {
-                let started = Instant::now();
-                match file.sync_data() {
-                    Ok(()) => shared.synced_seq.store(written, Ordering::Release),
-                    Err(error) => tracing::error!(%error, "spool fsync failed"),
-                }
-                shared
-                    .metrics
-                    .fsync_seconds
-                    .observe(started.elapsed().as_secs_f64());
-            }
-        }
-        if closing {
-            return;
-        }
-    }
 }
 
 #[cfg(test)]
