@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -52,7 +52,7 @@ pub struct SpoolConfig {
     /// Size at which a segment is closed and a new one begun; at most an eighth of `max_bytes`.
     pub segment_bytes: u64,
     pub fsync: FsyncMode,
-    /// Period of the background fsync in `fsync = "interval"`.
+    /// How often the appender fsyncs in `fsync = "interval"`.
     pub fsync_interval_ms: u64,
     pub when_full: WhenFull,
     /// Records handed to librdkafka and not yet acknowledged, at most; bounds memory in an outage.
@@ -91,7 +91,8 @@ impl SpoolConfig {
 pub enum FsyncMode {
     /// fsync before the client's 2xx; writes queued together share one fsync.
     Always,
-    /// 2xx once the entry is written to the OS; a background fsync every `fsync_interval_ms`.
+    /// 2xx once the entry is written to the OS; the appender fsyncs every
+    /// `fsync_interval_ms`, between groups.
     Interval,
     /// Never fsync; the OS writes back when it likes.
     Never,
@@ -233,7 +234,7 @@ impl Wake {
     }
 }
 
-/// State shared by the appender, the syncer, the shipper and the write path.
+/// State shared by the appender, the shipper and the write path.
 pub(crate) struct Shared {
     pub dir: PathBuf,
     pub instance: String,
@@ -248,8 +249,6 @@ pub(crate) struct Shared {
     pub unacked_records: AtomicI64,
     pub written_seq: AtomicU64,
     pub synced_seq: AtomicU64,
-    pub active_file: Mutex<Option<Arc<File>>>,
-    pub closing: AtomicBool,
     pub metrics: SpoolMetrics,
     pub proxy_metrics: Option<Metrics>,
     pub dead_letter: Mutex<Option<File>>,
@@ -526,8 +525,6 @@ impl Spool {
             unacked_records: AtomicI64::new(0),
             written_seq: AtomicU64::new(inspection.last_seq),
             synced_seq: AtomicU64::new(inspection.last_seq),
-            active_file: Mutex::new(None),
-            closing: AtomicBool::new(false),
             metrics,
             proxy_metrics,
             dead_letter: Mutex::new(None),
@@ -679,12 +676,7 @@ impl Spool {
         let shipper = lock(&self.shipper).take();
         let shared = self.shared.clone();
         let joined = tokio::task::spawn_blocking(move || {
-            // The appender ends once the last sender is gone; then the syncer may stop.
-            let mut threads = threads.into_iter();
-            if let Some(appender) = threads.next() {
-                let _ = appender.join();
-            }
-            shared.closing.store(true, Ordering::Release);
+            // The appender ends (with a last fsync) once the last sender is gone.
             for thread in threads {
                 let _ = thread.join();
             }
@@ -982,11 +974,9 @@ impl Appender {
             file.sync_all()?;
             segment::sync_dir(&shared.dir)?;
         }
-        let file = Arc::new(file);
-        self.file = Some(file.clone());
+        self.file = Some(Arc::new(file));
         self.active_len = format::SEGMENT_MAGIC.len() as u64;
         shared.bytes.fetch_add(self.active_len, Ordering::AcqRel);
-        *lock(&shared.active_file) = Some(file);
         let mut state = lock(&shared.state);
         state.segments.insert(
             first_seq,
