@@ -402,7 +402,7 @@ pub(crate) fn scan_fields(
                     return Err(Reason::MissingFieldKey);
                 }
                 // The server accepts (and stores) an empty first key when a tab or NUL
-                // precedes it. Only the exact serializer can write that back.
+                // precedes it; only a verbatim copy writes that back.
                 if i == start {
                     simple = false;
                 }
@@ -521,15 +521,15 @@ fn check_field_key_lengths(
     start: usize,
     end: usize,
 ) -> Result<(), Reason> {
-    let fields = &b[start..end];
-    let mut i = 0;
-    while i < fields.len() {
-        let eq = scan_to_eq(fields, i);
-        let size = key_end + FIELD_KEY_SEPARATOR_LEN + (eq - i);
-        if size > MAX_KEY_LENGTH {
-            return Err(Reason::MaxKeyLength(size));
-        }
-        i = scan_field_value(fields, (eq + 1).min(fields.len())) + 1;
+    Walk::new(b, start, end).try_for_each(|seg| check_key_size(key_end, seg))
+}
+
+/// The server's `seriesKeySize` check for one field key.
+#[inline]
+fn check_key_size(key_end: usize, seg: FieldSeg) -> Result<(), Reason> {
+    let size = key_end + FIELD_KEY_SEPARATOR_LEN + (seg.eq - seg.key_start);
+    if size > MAX_KEY_LENGTH {
+        return Err(Reason::MaxKeyLength(size));
     }
     Ok(())
 }
@@ -549,40 +549,23 @@ fn check_irregular_fields(
     end: usize,
     opts: &ParseOptions,
 ) -> Result<bool, Reason> {
-    let fields = &b[start..end];
     // walkFields as the server runs it first: its errors win.
-    let mut i = 0;
-    while i < fields.len() {
-        let eq = scan_to_eq(fields, i);
+    for seg in Walk::new(b, start, end) {
         // walkFields: `if i > len(buf)-2` (2.x reports this, 1.x panics).
-        if eq + 2 > fields.len() {
-            let key = String::from_utf8_lossy(&fields[i..eq]).into_owned();
+        if seg.eq + 2 > end {
+            let key = String::from_utf8_lossy(&b[seg.key_start..seg.eq]).into_owned();
             return Err(Reason::InvalidValueFieldKey(key));
         }
-        let size = key_end + FIELD_KEY_SEPARATOR_LEN + (eq - i);
-        if size > MAX_KEY_LENGTH {
-            return Err(Reason::MaxKeyLength(size));
-        }
-        i = scan_field_value(fields, eq + 1) + 1;
+        check_key_size(key_end, seg)?;
     }
     // Both scanners must delimit the same fields (compared in step, without storing them).
-    let mut walk = Walk {
-        b,
-        start,
-        pos: 0,
-        end,
-    };
+    let mut walk = Walk::new(b, start, end);
     let mut same = true;
     scan_fields(b, start, opts, &mut |seg| same &= walk.next() == Some(seg))?;
     if walk.next().is_some() {
         same = false;
     }
-    for seg in (Walk {
-        b,
-        start,
-        pos: 0,
-        end,
-    }) {
+    for seg in Walk::new(b, start, end) {
         if seg.eq == seg.key_start {
             same = false;
         }
@@ -599,6 +582,18 @@ struct Walk<'b> {
     start: usize,
     pos: usize,
     end: usize,
+}
+
+impl<'b> Walk<'b> {
+    /// The fields of `b[start..end]`.
+    fn new(b: &'b [u8], start: usize, end: usize) -> Self {
+        Walk {
+            b,
+            start,
+            pos: 0,
+            end,
+        }
+    }
 }
 
 impl Iterator for Walk<'_> {
@@ -663,19 +658,7 @@ fn names_survive_rewriting(
         memchr::memchr_iter(b'\n', &b[range.clone()])
             .all(|nl| odd_backslashes_before(range.start + nl))
     };
-    if !plain(0..key_end)
-        || memchr::memchr_iter(b' ', &b[..key_end]).any(|sp| !odd_backslashes_before(sp))
-    {
-        return false;
-    }
-    let fields = &b[fields_start..fields_end];
-    let mut i = 0;
-    while i < fields.len() {
-        let eq = scan_to_eq(fields, i);
-        if !plain(fields_start + i..fields_start + eq) {
-            return false;
-        }
-        i = scan_field_value(fields, (eq + 1).min(fields.len())) + 1;
-    }
-    true
+    plain(0..key_end)
+        && memchr::memchr_iter(b' ', &b[..key_end]).all(odd_backslashes_before)
+        && Walk::new(b, fields_start, fields_end).all(|seg| plain(seg.key_start..seg.eq))
 }

@@ -248,7 +248,6 @@ pub(crate) struct Shared {
     pub reserved: AtomicU64,
     pub unacked_records: AtomicI64,
     pub written_seq: AtomicU64,
-    pub synced_seq: AtomicU64,
     pub metrics: SpoolMetrics,
     pub proxy_metrics: Option<Metrics>,
     pub dead_letter: Mutex<Option<File>>,
@@ -524,7 +523,6 @@ impl Spool {
             reserved: AtomicU64::new(0),
             unacked_records: AtomicI64::new(0),
             written_seq: AtomicU64::new(inspection.last_seq),
-            synced_seq: AtomicU64::new(inspection.last_seq),
             metrics,
             proxy_metrics,
             dead_letter: Mutex::new(None),
@@ -541,12 +539,7 @@ impl Spool {
 
         let (sender, receiver) = mpsc::channel();
         let mut threads = Vec::new();
-        let appender = Appender {
-            shared: shared.clone(),
-            file: None,
-            active_len: 0,
-            buf: Vec::new(),
-        };
+        let appender = Appender::new(shared.clone());
         threads.push(
             std::thread::Builder::new()
                 .name("spool-append".into())
@@ -726,9 +719,11 @@ const GROUP_MAX_BYTES: usize = 4 << 20;
 /// one `write` (and in `always` mode one fsync) for the whole group.
 struct Appender {
     shared: Arc<Shared>,
-    file: Option<Arc<File>>,
+    file: Option<File>,
     active_len: u64,
     buf: Vec<u8>,
+    /// Written since the last fsync (`fsync = "interval"` syncs only then).
+    unsynced: bool,
 }
 
 /// An entry written in the current group, waiting for its answer.
@@ -739,6 +734,16 @@ struct Staged {
 }
 
 impl Appender {
+    fn new(shared: Arc<Shared>) -> Self {
+        Appender {
+            shared,
+            file: None,
+            active_len: 0,
+            buf: Vec::new(),
+            unsynced: false,
+        }
+    }
+
     fn run(mut self, requests: mpsc::Receiver<AppendRequest>) {
         // `interval` syncs here, between groups, rather than on a thread of its own: an
         // fsync running beside the appender's writes stalls them (the journal commit),
@@ -747,11 +752,9 @@ impl Appender {
             .then(|| Duration::from_millis(self.shared.config.fsync_interval_ms.max(1)));
         let mut last_sync = Instant::now();
         loop {
-            let unsynced = self.shared.written_seq.load(Ordering::Acquire)
-                > self.shared.synced_seq.load(Ordering::Acquire);
             let next = match period {
                 // Wake up in time to sync what the last groups wrote.
-                Some(period) if unsynced => {
+                Some(period) if self.unsynced => {
                     match requests.recv_timeout(period.saturating_sub(last_sync.elapsed())) {
                         Ok(request) => Some(request),
                         Err(mpsc::RecvTimeoutError::Timeout) => None,
@@ -800,14 +803,13 @@ impl Appender {
 
     /// `fsync = "interval"`: syncs the active segment if anything was written since the
     /// last sync.
-    fn sync_written(&self) {
-        let written = self.shared.written_seq.load(Ordering::Acquire);
-        if written <= self.shared.synced_seq.load(Ordering::Acquire) {
+    fn sync_written(&mut self) {
+        if !self.unsynced {
             return;
         }
         let Some(file) = &self.file else { return };
         match self.sync(file) {
-            Ok(()) => self.shared.synced_seq.store(written, Ordering::Release),
+            Ok(()) => self.unsynced = false,
             Err(error) => tracing::error!(%error, "spool fsync failed"),
         }
     }
@@ -879,16 +881,14 @@ impl Appender {
             result = self.flush_chunk(&staged[chunk_start..]);
         }
         if result.is_ok() && shared.config.fsync == FsyncMode::Always {
-            if let Some(file) = self.file.clone() {
-                result = self.sync(&file);
+            if let Some(file) = &self.file {
+                result = self.sync(file);
             }
         }
         if result.is_ok() {
             if let Some(last) = staged.last() {
                 shared.written_seq.store(last.seq, Ordering::Release);
-                if shared.config.fsync == FsyncMode::Always {
-                    shared.synced_seq.store(last.seq, Ordering::Release);
-                }
+                self.unsynced = shared.config.fsync != FsyncMode::Always;
             }
         }
         shared.wake.notify();
@@ -920,7 +920,7 @@ impl Appender {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let Some(file) = self.file.clone() else {
+        let Some(file) = &self.file else {
             return Err(io::Error::other("no active segment"));
         };
         if let Err(error) = (&*file).write_all(&self.buf) {
@@ -974,7 +974,7 @@ impl Appender {
             file.sync_all()?;
             segment::sync_dir(&shared.dir)?;
         }
-        self.file = Some(Arc::new(file));
+        self.file = Some(file);
         self.active_len = format::SEGMENT_MAGIC.len() as u64;
         shared.bytes.fetch_add(self.active_len, Ordering::AcqRel);
         let mut state = lock(&shared.state);

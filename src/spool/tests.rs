@@ -223,12 +223,7 @@ fn concurrent_writes_share_one_group_commit() {
     }
     drop(sender);
     let fsyncs_before = spool.metrics().fsync_seconds.get_sample_count();
-    let appender = Appender {
-        shared: spool.shared.clone(),
-        file: None,
-        active_len: 0,
-        buf: Vec::new(),
-    };
+    let appender = Appender::new(spool.shared.clone());
     appender.run(receiver);
     let seqs: Vec<u64> = answers
         .into_iter()

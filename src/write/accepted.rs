@@ -2,7 +2,7 @@
 
 use http::StatusCode;
 
-use crate::line_protocol::{FieldValue, Point};
+use crate::line_protocol::Point;
 use crate::upstream::BufferedResponse;
 
 /// `{"error":"partial write of line protocol occurred","data":[{"line_number":N,…}]}`:
@@ -112,7 +112,7 @@ impl FieldTypeConflict {
     pub fn matches(&self, point: &Point<'_>) -> bool {
         point.measurement() == self.measurement.as_str()
             && point.fields().any(|(key, value)| {
-                key == self.field.as_str() && type_name(&value) == self.input_type
+                key == self.field.as_str() && value.type_name() == self.input_type
             })
     }
 }
@@ -123,17 +123,6 @@ impl FieldTypeConflict {
 /// `time`. A `time` field beside others is skipped and the point stored.
 pub fn dropped_by_storage(point: &Point<'_>) -> bool {
     point.tags().any(|(key, _)| key == "time") || point.fields().all(|(key, _)| key == "time")
-}
-
-/// InfluxDB's names for field types in its error messages.
-fn type_name(value: &FieldValue<'_>) -> &'static str {
-    match value {
-        FieldValue::Float(_) => "float",
-        FieldValue::Integer(_) => "integer",
-        FieldValue::Unsigned(_) => "unsigned",
-        FieldValue::String(_) => "string",
-        FieldValue::Boolean(_) => "boolean",
-    }
 }
 
 #[cfg(test)]
