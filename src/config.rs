@@ -26,6 +26,8 @@ pub struct Config {
     /// The durable spool between a write's 2xx and Kafka (`ack = "influx"`).
     pub spool: crate::spool::SpoolConfig,
     pub log: LogConfig,
+    /// Connection limits of both listeners.
+    pub http: HttpConfig,
 }
 
 impl Default for Config {
@@ -39,6 +41,7 @@ impl Default for Config {
             kafka: KafkaConfig::default(),
             spool: crate::spool::SpoolConfig::default(),
             log: LogConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 }
@@ -203,6 +206,42 @@ impl Default for LogConfig {
         LogConfig {
             format: LogFormat::Text,
             level: "info".to_owned(),
+        }
+    }
+}
+
+/// `[http]`: what a client may hold of the listeners. The timeouts are InfluxDB 2.x's
+/// defaults (`http-read-header-timeout`, `http-idle-timeout`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// From a request's first byte (or the accept) to its complete headers; then the connection is closed.
+    pub header_read_timeout_ms: u64,
+    /// A connection with no request in flight for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// Open client connections at most; more are accepted and closed at once. Kept
+    /// under the open-files limit, so the admin listener and the upstream still get sockets.
+    pub max_connections: usize,
+    /// Open admin connections at most (`/metrics`, `/healthz`, `/readyz`).
+    pub admin_max_connections: usize,
+    /// Header fields per request at most (InfluxDB, like Go, counts only bytes).
+    pub max_headers: usize,
+    /// Header bytes per request at most (Go's default `MaxHeaderBytes`).
+    pub max_header_bytes: usize,
+    /// On shutdown, how long open connections may take to finish their requests.
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 180_000,
+            max_connections: 10_000,
+            admin_max_connections: 256,
+            max_headers: 1_000,
+            max_header_bytes: 1 << 20,
+            drain_timeout_ms: 30_000,
         }
     }
 }
@@ -384,7 +423,8 @@ fn is_secret_property(key: &str) -> bool {
         .any(|s| key.contains(s))
 }
 
-fn mask_url_password(url: &str) -> String {
+/// `url` with the password of its user info, if any, replaced by `****`.
+pub fn mask_url_password(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             let userinfo = &url[scheme_end + 3..at];

@@ -10,7 +10,8 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use crate::config::{json_timestamp_divisor, Config};
+use crate::config::{json_timestamp_divisor, Config, HttpConfig};
+use crate::http::serve::{serve, ConnectionLimits, ConnectionMetrics};
 use crate::http::{admin::admin_router, client_router};
 use crate::kafka::{Encoder, TeeProducer, TopicTemplate};
 use crate::metrics::Metrics;
@@ -104,20 +105,25 @@ pub async fn run(
     tracing::info!(
         listen = %listener.local_addr()?,
         admin = %admin_listener.local_addr()?,
-        upstream = %config.upstream.url,
+        upstream = %crate::config::mask_url_password(&config.upstream.url),
         kafka = %config.kafka.brokers,
         "influx-tee serving"
     );
-    let admin = axum::serve(admin_listener, admin_router(pipeline.clone()))
-        .with_graceful_shutdown(stopped(stop_rx.clone()));
-    let admin = tokio::spawn(async move { admin.await });
-    axum::serve(
+    let admin = serve(
+        admin_listener,
+        admin_router(pipeline.clone()),
+        connection_limits(&config.http, true),
+        ConnectionMetrics::new(pipeline.metrics.registry(), "admin"),
+        stopped(stop_rx.clone()),
+    );
+    let admin = tokio::spawn(admin);
+    serve(
         listener,
-        // The client's address feeds `X-Forwarded-For` and `Forwarded`.
-        client_router(pipeline.clone())
-            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        client_router(pipeline.clone()),
+        connection_limits(&config.http, false),
+        ConnectionMetrics::new(pipeline.metrics.registry(), "client"),
+        stopped(stop_rx),
     )
-    .with_graceful_shutdown(stopped(stop_rx))
     .await
     .context("client listener")?;
     let unsent = pipeline
@@ -134,6 +140,22 @@ pub async fn run(
     }
     let _ = admin.await;
     Ok(())
+}
+
+/// The limits of the client listener, or of the admin listener (`admin`).
+pub fn connection_limits(config: &HttpConfig, admin: bool) -> ConnectionLimits {
+    ConnectionLimits {
+        header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
+        idle_timeout: Duration::from_millis(config.idle_timeout_ms),
+        max_connections: if admin {
+            config.admin_max_connections
+        } else {
+            config.max_connections
+        },
+        max_headers: config.max_headers,
+        max_header_bytes: config.max_header_bytes,
+        drain_timeout: Duration::from_millis(config.drain_timeout_ms),
+    }
 }
 
 /// Probes the upstream's `/ping` and logs its version when it changed.

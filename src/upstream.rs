@@ -183,12 +183,29 @@ impl Upstream {
         }))
     }
 
-    /// The upstream URL for a client's path and query.
+    /// The upstream URL for a client's path and query. The path's dot segments are
+    /// resolved first (`%2e` counts as a dot, as the upstream decodes it), so no path
+    /// reaches above the base path of `upstream.url`.
     pub fn uri_for(&self, path_and_query: &str) -> Result<Uri, UpstreamError> {
         let base_path = self.base.path().trim_end_matches('/');
+        let (path, query) = match path_and_query.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (path_and_query, None),
+        };
+        let path = remove_dot_segments(path);
+        let mut joined = String::with_capacity(base_path.len() + path_and_query.len() + 1);
+        joined.push_str(base_path);
+        if !path.starts_with('/') {
+            joined.push('/');
+        }
+        joined.push_str(&path);
+        if let Some(query) = query {
+            joined.push('?');
+            joined.push_str(query);
+        }
         let mut parts = self.base.clone().into_parts();
         parts.path_and_query = Some(
-            format!("{base_path}{path_and_query}")
+            joined
                 .parse()
                 .map_err(|e| UpstreamError::Request(format!("{e}")))?,
         );
@@ -329,8 +346,15 @@ impl Upstream {
         };
         let mut forwarded = format!("for={node};proto=http");
         if let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) {
+            // A quoted-string (RFC 7239 §4): `"` and `\` escaped, so a hostile Host
+            // cannot add parameters or elements of its own.
             forwarded.push_str(";host=\"");
-            forwarded.push_str(host);
+            for c in host.chars() {
+                if c == '"' || c == '\\' {
+                    forwarded.push('\\');
+                }
+                forwarded.push(c);
+            }
             forwarded.push('"');
         }
         if let Some(earlier) = headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
@@ -365,6 +389,47 @@ impl Upstream {
     pub fn identity(&self) -> UpstreamIdentity {
         self.identity.read().map(|i| i.clone()).unwrap_or_default()
     }
+}
+
+/// RFC 3986 §5.2.4 on a request path: `.` and `..` segments (also percent-encoded)
+/// are resolved, never above the root.
+fn remove_dot_segments(path: &str) -> std::borrow::Cow<'_, str> {
+    fn is_dot(segment: &str) -> bool {
+        segment == "." || segment.eq_ignore_ascii_case("%2e")
+    }
+    fn is_dot_dot(segment: &str) -> bool {
+        matches!(
+            segment.to_ascii_lowercase().as_str(),
+            ".." | ".%2e" | "%2e." | "%2e%2e"
+        )
+    }
+    if !path.split('/').any(|s| is_dot(s) || is_dot_dot(s)) {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    let mut kept: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    let last = segments.len().saturating_sub(1);
+    let mut trailing_slash = false;
+    for (i, segment) in segments.into_iter().enumerate() {
+        if is_dot(segment) {
+            trailing_slash = i == last;
+        } else if is_dot_dot(segment) {
+            kept.pop();
+            trailing_slash = i == last;
+        } else {
+            kept.push(segment);
+            trailing_slash = false;
+        }
+    }
+    let mut out = String::with_capacity(path.len());
+    for segment in &kept {
+        out.push('/');
+        out.push_str(segment);
+    }
+    if trailing_slash || out.is_empty() {
+        out.push('/');
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// The minor version of a `1.x` version string such as `1.6.7~rc0` or `1.8.10`.
@@ -471,6 +536,37 @@ mod tests {
             headers[header::FORWARDED],
             "for=127.0.0.1;proto=http;host=\"proxy:8086\""
         );
+    }
+
+    #[test]
+    fn forwarded_host_is_a_quoted_string() {
+        let upstream = Upstream::new(&UpstreamConfig::default()).unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, r#"a";for=6.6.6.6;by="evil\"#.parse().unwrap());
+        upstream.add_forwarded(&mut headers, Some("127.0.0.1:5000".parse().unwrap()));
+        assert_eq!(
+            headers[header::FORWARDED],
+            r#"for=127.0.0.1;proto=http;host="a\";for=6.6.6.6;by=\"evil\\""#
+        );
+    }
+
+    #[test]
+    fn no_path_escapes_the_base_path() {
+        let config = UpstreamConfig {
+            url: "http://127.0.0.1:1/influx".into(),
+            ..Default::default()
+        };
+        let upstream = Upstream::new(&config).unwrap();
+        let uri = |p: &str| upstream.uri_for(p).unwrap().to_string();
+        assert_eq!(uri("/../admin"), "http://127.0.0.1:1/influx/admin");
+        assert_eq!(
+            uri("/a/%2E%2e/../../x?db=.."),
+            "http://127.0.0.1:1/influx/x?db=.."
+        );
+        assert_eq!(uri("/write/./"), "http://127.0.0.1:1/influx/write/");
+        assert_eq!(uri("/.."), "http://127.0.0.1:1/influx/");
+        assert_eq!(uri("/ping"), "http://127.0.0.1:1/influx/ping");
+        assert_eq!(remove_dot_segments("/a/b/../c/."), "/a/c/");
     }
 
     #[test]

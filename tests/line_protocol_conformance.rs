@@ -60,7 +60,8 @@ enum Val {
 }
 
 fn corpus_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lp-corpus/line-protocol-corpus.json")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/lp-corpus/line-protocol-corpus.json")
 }
 
 fn base64_decode(s: &str) -> Vec<u8> {

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod body;
 pub mod error;
 pub mod passthrough;
+pub mod serve;
 
 use std::sync::Arc;
 
