@@ -28,6 +28,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Connection limits of both listeners.
     pub http: HttpConfig,
+    /// Inbound TLS of the client listener.
+    pub tls: crate::http::tls::TlsConfig,
 }
 
 impl Default for Config {
@@ -42,6 +44,7 @@ impl Default for Config {
             spool: crate::spool::SpoolConfig::default(),
             log: LogConfig::default(),
             http: HttpConfig::default(),
+            tls: crate::http::tls::TlsConfig::default(),
         }
     }
 }

@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 
 use crate::config::{json_timestamp_divisor, Config, HttpConfig};
 use crate::http::serve::{serve, ConnectionLimits, ConnectionMetrics};
+use crate::http::tls::ReloadingAcceptor;
 use crate::http::{admin::admin_router, client_router};
 use crate::kafka::{Encoder, TeeProducer, TopicTemplate};
 use crate::metrics::Metrics;
@@ -105,15 +106,24 @@ pub async fn run(
     tracing::info!(
         listen = %listener.local_addr()?,
         admin = %admin_listener.local_addr()?,
+        tls = config.tls.enabled(),
         upstream = %crate::config::mask_url_password(&config.upstream.url),
         kafka = %config.kafka.brokers,
         "influx-tee serving"
     );
+    let tls = if config.tls.enabled() {
+        let acceptor = ReloadingAcceptor::new(&config.tls)?;
+        acceptor.spawn_watcher();
+        Some(acceptor)
+    } else {
+        None
+    };
     let admin = serve(
         admin_listener,
         admin_router(pipeline.clone()),
         connection_limits(&config.http, true),
         ConnectionMetrics::new(pipeline.metrics.registry(), "admin"),
+        None,
         stopped(stop_rx.clone()),
     );
     let admin = tokio::spawn(admin);
@@ -122,6 +132,7 @@ pub async fn run(
         client_router(pipeline.clone()),
         connection_limits(&config.http, false),
         ConnectionMetrics::new(pipeline.metrics.registry(), "client"),
+        tls,
         stopped(stop_rx),
     )
     .await

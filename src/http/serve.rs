@@ -38,9 +38,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower_service::Service;
+
+use super::tls::ReloadingAcceptor;
 
 /// Limits of one listener.
 #[derive(Debug, Clone)]
@@ -103,7 +105,7 @@ impl ConnectionMetrics {
         let closed = IntCounterVec::new(
             Opts::new(
                 "influx_tee_connections_closed_total",
-                "Connections the proxy closed for a timeout: header_timeout, idle_timeout",
+                "Connections the proxy closed: header_timeout, idle_timeout, tls_handshake",
             )
             .const_label("listener", name),
             &["reason"],
@@ -132,6 +134,7 @@ pub async fn serve(
     router: Router,
     limits: ConnectionLimits,
     metrics: ConnectionMetrics,
+    tls: Option<Arc<ReloadingAcceptor>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let limits = Arc::new(limits);
@@ -177,16 +180,34 @@ pub async fn serve(
             drained: drained.clone(),
             gauge: metrics.open.clone(),
         };
-        let connection = serve_connection(
-            stream,
-            peer,
+        let (router, limits, metrics, stop) = (
             router.clone(),
             limits.clone(),
             metrics.clone(),
             stop_rx.clone(),
         );
+        let acceptor = tls.as_ref().map(|tls| tls.acceptor());
         tokio::spawn(async move {
-            connection.await;
+            let _ = stream.set_nodelay(true);
+            match acceptor {
+                None => serve_connection(stream, peer, router, limits, metrics, stop).await,
+                Some(acceptor) => {
+                    // The handshake is part of the head: a silent TLS client is a slow one.
+                    let handshake = acceptor.accept(stream);
+                    match tokio::time::timeout(limits.header_read_timeout, handshake).await {
+                        Ok(Ok(stream)) => {
+                            serve_connection(stream, peer, router, limits, metrics, stop).await
+                        }
+                        Ok(Err(error)) => {
+                            metrics.closed.with_label_values(&["tls_handshake"]).inc();
+                            tracing::debug!(%peer, %error, "tls handshake failed");
+                        }
+                        Err(_) => {
+                            metrics.closed.with_label_values(&["header_timeout"]).inc();
+                        }
+                    }
+                }
+            }
             drop(guard);
         });
     }
@@ -224,15 +245,16 @@ impl Drop for OpenGuard {
     }
 }
 
-async fn serve_connection(
-    stream: TcpStream,
+async fn serve_connection<S>(
+    stream: S,
     peer: SocketAddr,
     router: Router,
     limits: Arc<ConnectionLimits>,
     metrics: ConnectionMetrics,
     mut stop: watch::Receiver<bool>,
-) {
-    let _ = stream.set_nodelay(true);
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(Watched {
         inner: stream,
@@ -391,12 +413,12 @@ impl Activity {
 }
 
 /// The socket, noting each byte's arrival for the watchdog.
-struct Watched {
-    inner: TcpStream,
+struct Watched<S> {
+    inner: S,
     activity: Arc<Activity>,
 }
 
-impl AsyncRead for Watched {
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -411,7 +433,7 @@ impl AsyncRead for Watched {
     }
 }
 
-impl AsyncWrite for Watched {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -655,3 +655,5 @@ pub async fn influx2_rows(
     rows.sort_by_key(|row| format!("{row:?}"));
     rows
 }
+
+pub mod certs;
