@@ -80,6 +80,11 @@ pub struct UpstreamConfig {
     pub version_probe_interval_ms: u64,
     /// Add `X-Forwarded-For` and `Forwarded` naming the client to forwarded requests.
     pub forwarded_headers: bool,
+    /// For an `https://` upstream: a PEM CA bundle trusted besides the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// For an `https://` upstream that wants client certificates: PEM certificate and key.
+    pub client_cert_file: Option<PathBuf>,
+    pub client_key_file: Option<PathBuf>,
 }
 
 impl Default for UpstreamConfig {
@@ -94,6 +99,9 @@ impl Default for UpstreamConfig {
             retry_after_seconds: 5,
             version_probe_interval_ms: 60_000,
             forwarded_headers: true,
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
         }
     }
 }
@@ -323,7 +331,7 @@ pub enum ConfigError {
     KafkaProperty(String),
     #[error("invalid json_timestamp_units {0:?}: expected 1ns, 1us, 1ms or 1s")]
     JsonTimestampUnits(String),
-    #[error("invalid upstream url {0:?}: expected http://host:port or none")]
+    #[error("invalid upstream url {0:?}: expected http://host:port, https://host:port or none")]
     UpstreamUrl(String),
 }
 
@@ -388,7 +396,7 @@ impl Config {
                 .url
                 .parse()
                 .map_err(|_| ConfigError::UpstreamUrl(self.upstream.url.clone()))?;
-            if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+            if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
                 return Err(ConfigError::UpstreamUrl(self.upstream.url.clone()));
             }
         }

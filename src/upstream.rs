@@ -10,6 +10,7 @@ use axum::body::Body;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, Method, Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -138,7 +139,7 @@ pub struct UpstreamIdentity {
 
 /// The upstream InfluxDB.
 pub struct Upstream {
-    client: Client<HttpConnector, Body>,
+    client: Client<HttpsConnector<HttpConnector>, Body>,
     base: Uri,
     timeout: Duration,
     passthrough_timeout: Option<Duration>,
@@ -165,6 +166,13 @@ impl Upstream {
         connector.set_connect_timeout(Some(Duration::from_millis(config.connect_timeout_ms)));
         connector.set_nodelay(true);
         connector.set_keepalive(Some(Duration::from_secs(60)));
+        // The TLS layer below takes `https://`; plain `http://` passes through it.
+        connector.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(client_tls(config)?)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_millis(config.pool_idle_timeout_ms))
             .pool_max_idle_per_host(64)
@@ -430,6 +438,42 @@ fn remove_dot_segments(path: &str) -> std::borrow::Cow<'_, str> {
         out.push('/');
     }
     std::borrow::Cow::Owned(out)
+}
+
+/// TLS for an `https://` upstream: TLS 1.2 or 1.3, the system's roots plus
+/// `ca_file`, and a client certificate if one is configured.
+fn client_tls(config: &UpstreamConfig) -> Result<rustls::ClientConfig, UpstreamError> {
+    use crate::http::tls::{provider, read_certs, read_key, read_roots};
+    let tls_error = |e: crate::http::tls::TlsError| UpstreamError::Request(e.to_string());
+    let mut roots = rustls::RootCertStore::empty();
+    // An unreadable system store is not fatal: `ca_file` may be all that is needed.
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
+    if let Some(ca) = &config.ca_file {
+        for cert in read_roots(ca).map_err(tls_error)?.roots {
+            roots.roots.push(cert);
+        }
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| UpstreamError::Request(e.to_string()))?
+        .with_root_certificates(roots);
+    // hyper-rustls sets ALPN itself (`enable_http1`: http/1.1 only).
+    let tls = match (&config.client_cert_file, &config.client_key_file) {
+        (Some(cert), Some(key)) => builder
+            .with_client_auth_cert(
+                read_certs(cert).map_err(tls_error)?,
+                read_key(key).map_err(tls_error)?,
+            )
+            .map_err(|e| UpstreamError::Request(format!("upstream client certificate: {e}")))?,
+        (None, None) => builder.with_no_client_auth(),
+        _ => {
+            return Err(UpstreamError::Request(
+                "upstream client_cert_file and client_key_file must be set together".into(),
+            ))
+        }
+    };
+    Ok(tls)
 }
 
 /// The minor version of a `1.x` version string such as `1.6.7~rc0` or `1.8.10`.
