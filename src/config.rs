@@ -165,6 +165,9 @@ pub struct KafkaConfig {
     pub flush_timeout_ms: u64,
     /// Any librdkafka property; these win over the defaults set by the proxy.
     pub properties: BTreeMap<String, String>,
+    /// librdkafka properties whose values are read from files (secrets mounted by
+    /// Kubernetes or systemd credentials); a trailing newline is dropped.
+    pub property_files: BTreeMap<String, PathBuf>,
 }
 
 impl Default for KafkaConfig {
@@ -180,6 +183,7 @@ impl Default for KafkaConfig {
             queue_full_wait_ms: 5_000,
             flush_timeout_ms: 10_000,
             properties: BTreeMap::new(),
+            property_files: BTreeMap::new(),
         }
     }
 }
@@ -268,50 +272,85 @@ pub enum LogFormat {
 #[derive(clap::Args, Debug, Default)]
 pub struct ServeArgs {
     /// TOML configuration file.
-    #[arg(long, short = 'c', env = "INFLUX_TEE_CONFIG")]
+    #[arg(long, short = 'c', env = "INFLUX_TEE_CONFIG", hide_env_values = true)]
     pub config: Option<PathBuf>,
     /// Print the effective configuration, secrets masked, and exit.
     #[arg(long)]
     pub print_config: bool,
-    #[arg(long, env = "INFLUX_TEE_LISTEN")]
+    #[arg(long, env = "INFLUX_TEE_LISTEN", hide_env_values = true)]
     pub listen: Option<SocketAddr>,
-    #[arg(long, env = "INFLUX_TEE_ADMIN_LISTEN")]
+    #[arg(long, env = "INFLUX_TEE_ADMIN_LISTEN", hide_env_values = true)]
     pub admin_listen: Option<SocketAddr>,
-    #[arg(long, env = "INFLUX_TEE_MAX_BODY_BYTES")]
+    #[arg(long, env = "INFLUX_TEE_MAX_BODY_BYTES", hide_env_values = true)]
     pub max_body_bytes: Option<usize>,
-    #[arg(long, value_enum, env = "INFLUX_TEE_TIMESTAMPS")]
+    #[arg(
+        long,
+        value_enum,
+        env = "INFLUX_TEE_TIMESTAMPS",
+        hide_env_values = true
+    )]
     pub timestamps: Option<TimestampMode>,
     /// Upstream InfluxDB base URL, or `none` for a Kafka-only gateway.
-    #[arg(long, env = "INFLUX_TEE_UPSTREAM")]
+    #[arg(long, env = "INFLUX_TEE_UPSTREAM", hide_env_values = true)]
     pub upstream: Option<String>,
-    #[arg(long, value_enum, env = "INFLUX_TEE_UPSTREAM_API")]
+    #[arg(
+        long,
+        value_enum,
+        env = "INFLUX_TEE_UPSTREAM_API",
+        hide_env_values = true
+    )]
     pub upstream_api: Option<UpstreamApi>,
-    #[arg(long, env = "INFLUX_TEE_UPSTREAM_TIMEOUT_MS")]
+    #[arg(long, env = "INFLUX_TEE_UPSTREAM_TIMEOUT_MS", hide_env_values = true)]
     pub upstream_timeout_ms: Option<u64>,
     /// Kafka `bootstrap.servers`.
-    #[arg(long, env = "INFLUX_TEE_KAFKA_BROKERS")]
+    #[arg(long, env = "INFLUX_TEE_KAFKA_BROKERS", hide_env_values = true)]
     pub kafka_brokers: Option<String>,
-    #[arg(long, env = "INFLUX_TEE_KAFKA_TOPIC")]
+    #[arg(long, env = "INFLUX_TEE_KAFKA_TOPIC", hide_env_values = true)]
     pub kafka_topic: Option<String>,
-    #[arg(long, value_enum, env = "INFLUX_TEE_KAFKA_FORMAT")]
+    #[arg(
+        long,
+        value_enum,
+        env = "INFLUX_TEE_KAFKA_FORMAT",
+        hide_env_values = true
+    )]
     pub kafka_format: Option<RecordFormat>,
-    #[arg(long, value_enum, env = "INFLUX_TEE_ACK")]
+    #[arg(long, value_enum, env = "INFLUX_TEE_ACK", hide_env_values = true)]
     pub ack: Option<AckMode>,
     /// A librdkafka property as `key=value`; repeat it, or comma-separate in the env var.
     #[arg(
         long = "kafka-property",
         env = "INFLUX_TEE_KAFKA_PROPERTIES",
+        hide_env_values = true,
         value_delimiter = ','
     )]
     pub kafka_properties: Vec<String>,
+    /// A librdkafka property read from a file, as `key=path` (e.g.
+    /// `sasl.password=/run/secrets/kafka`), so secrets stay out of flags and env.
+    #[arg(
+        long = "kafka-property-file",
+        env = "INFLUX_TEE_KAFKA_PROPERTY_FILES",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    pub kafka_property_files: Vec<String>,
     /// Directory of the durable spool.
-    #[arg(long, env = "INFLUX_TEE_SPOOL_DIR")]
+    #[arg(long, env = "INFLUX_TEE_SPOOL_DIR", hide_env_values = true)]
     pub spool_dir: Option<PathBuf>,
-    #[arg(long, value_enum, env = "INFLUX_TEE_SPOOL_FSYNC")]
+    #[arg(
+        long,
+        value_enum,
+        env = "INFLUX_TEE_SPOOL_FSYNC",
+        hide_env_values = true
+    )]
     pub spool_fsync: Option<crate::spool::FsyncMode>,
-    #[arg(long, value_enum, env = "INFLUX_TEE_LOG_FORMAT")]
+    #[arg(
+        long,
+        value_enum,
+        env = "INFLUX_TEE_LOG_FORMAT",
+        hide_env_values = true
+    )]
     pub log_format: Option<LogFormat>,
-    #[arg(long, env = "INFLUX_TEE_LOG_LEVEL")]
+    #[arg(long, env = "INFLUX_TEE_LOG_LEVEL", hide_env_values = true)]
     pub log_level: Option<String>,
 }
 
@@ -352,6 +391,7 @@ impl Config {
             None => Config::default(),
         };
         config.apply(args)?;
+        config.read_property_files()?;
         config.validate()?;
         Ok(config)
     }
@@ -377,6 +417,14 @@ impl Config {
         set(&mut self.spool.fsync, &args.spool_fsync);
         set(&mut self.log.format, &args.log_format);
         set(&mut self.log.level, &args.log_level);
+        for pair in args.kafka_property_files.iter().filter(|p| !p.is_empty()) {
+            let (key, path) = pair
+                .split_once('=')
+                .ok_or_else(|| ConfigError::KafkaProperty(pair.clone()))?;
+            self.kafka
+                .property_files
+                .insert(key.trim().to_owned(), PathBuf::from(path.trim()));
+        }
         for pair in args.kafka_properties.iter().filter(|p| !p.is_empty()) {
             let (key, value) = pair
                 .split_once('=')
@@ -386,6 +434,40 @@ impl Config {
                 .insert(key.trim().to_owned(), value.trim().to_owned());
         }
         Ok(())
+    }
+
+    /// Reads `kafka.property_files` into `kafka.properties`; a file wins over a value
+    /// given directly, as it is the more deliberate of the two.
+    fn read_property_files(&mut self) -> Result<(), ConfigError> {
+        for (key, path) in &self.kafka.property_files {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let value = text.strip_suffix('\n').unwrap_or(&text);
+            let value = value.strip_suffix('\r').unwrap_or(value);
+            self.kafka.properties.insert(key.clone(), value.to_owned());
+        }
+        Ok(())
+    }
+
+    /// `text` with every secret of this configuration (secret Kafka properties, the
+    /// upstream URL's password) replaced by `****`: for errors that quote what a
+    /// library was given.
+    pub fn scrub_secrets(&self, text: &str) -> String {
+        let mut scrubbed = text.to_owned();
+        let url_password = url_password(&self.upstream.url);
+        let secrets = self
+            .kafka
+            .properties
+            .iter()
+            .filter(|(key, _)| is_secret_property(key))
+            .map(|(_, value)| value.as_str())
+            .chain(url_password);
+        for secret in secrets.filter(|s| !s.is_empty()) {
+            scrubbed = scrubbed.replace(secret, "****");
+        }
+        scrubbed
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -429,9 +511,26 @@ pub fn json_timestamp_divisor(units: &str) -> Result<i64, ConfigError> {
 
 fn is_secret_property(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
-    ["password", "secret", "jaas", "ssl.key.pem", "token"]
-        .iter()
-        .any(|s| key.contains(s))
+    // `sasl.oauthbearer.config` carries client secrets in its `key=value` list.
+    [
+        "password",
+        "secret",
+        "jaas",
+        "ssl.key.pem",
+        "token",
+        "oauthbearer.config",
+    ]
+    .iter()
+    .any(|s| key.contains(s))
+}
+
+/// The password in a URL's user info, if any.
+fn url_password(url: &str) -> Option<&str> {
+    let scheme_end = url.find("://")? + 3;
+    let at = url.rfind('@').filter(|at| *at > scheme_end)?;
+    url[scheme_end..at]
+        .split_once(':')
+        .map(|(_, password)| password)
 }
 
 /// `url` with the password of its user info, if any, replaced by `****`.
@@ -474,6 +573,30 @@ mod tests {
         let shown = config.to_masked_toml();
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("****"));
+    }
+
+    #[test]
+    fn secrets_are_scrubbed_from_text_and_read_from_files() {
+        let dir = std::env::temp_dir().join(format!("influx-tee-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("kafka-password");
+        std::fs::write(&file, "from-a-file\n").unwrap();
+        let args = ServeArgs {
+            upstream: Some("http://admin:url-secret@127.0.0.1:8086".into()),
+            kafka_properties: vec!["sasl.oauthbearer.config=clientSecret=abc".into()],
+            kafka_property_files: vec![format!("sasl.password={}", file.display())],
+            ..Default::default()
+        };
+        let config = Config::load(&args).unwrap();
+        assert_eq!(config.kafka.properties["sasl.password"], "from-a-file");
+        let shown = config.to_masked_toml();
+        for secret in ["from-a-file", "clientSecret=abc", "url-secret"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert_eq!(
+            config.scrub_secrets("bad value from-a-file, url-secret and clientSecret=abc"),
+            "bad value ****, **** and ****"
+        );
     }
 
     #[test]

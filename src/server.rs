@@ -27,12 +27,18 @@ pub fn build_pipeline(config: &Config) -> anyhow::Result<Arc<WritePipeline>> {
     } else {
         Some(Upstream::new(&config.upstream).context("upstream client")?)
     };
+    // librdkafka quotes a value it refuses, which may be a password.
     let producer = TeeProducer::new(
         &config.kafka.client_properties(),
         metrics.clone(),
         Duration::from_millis(config.kafka.queue_full_wait_ms),
     )
-    .context("kafka producer")?;
+    .map_err(|error| {
+        anyhow::anyhow!(
+            "kafka producer: {}",
+            config.scrub_secrets(&error.to_string())
+        )
+    })?;
     let encoder = Encoder::new(
         config.kafka.format,
         TopicTemplate::parse(&config.kafka.topic)?,
@@ -74,7 +80,14 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let pipeline = build_pipeline(&config)?;
     if let Some(spool) = &pipeline.spool {
-        spool.start_shipper(config.kafka.client_properties())?;
+        spool
+            .start_shipper(config.kafka.client_properties())
+            .map_err(|error| {
+                anyhow::anyhow!(
+                    "spool shipper: {}",
+                    config.scrub_secrets(&error.to_string())
+                )
+            })?;
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

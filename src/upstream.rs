@@ -158,10 +158,12 @@ const API_V3: u8 = 3;
 
 impl Upstream {
     pub fn new(config: &UpstreamConfig) -> Result<Arc<Upstream>, UpstreamError> {
-        let base: Uri = config
-            .url
-            .parse()
-            .map_err(|e| UpstreamError::Request(format!("{e}")))?;
+        let base = without_userinfo(
+            config
+                .url
+                .parse()
+                .map_err(|e| UpstreamError::Request(format!("{e}")))?,
+        )?;
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_millis(config.connect_timeout_ms)));
         connector.set_nodelay(true);
@@ -440,6 +442,30 @@ fn remove_dot_segments(path: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// The URL without `user:password@`: clients' own credentials are what InfluxDB
+/// checks, and an authority with a password would end up in the pool's logs.
+fn without_userinfo(uri: Uri) -> Result<Uri, UpstreamError> {
+    let Some(authority) = uri.authority().filter(|a| a.as_str().contains('@')) else {
+        return Ok(uri);
+    };
+    tracing::warn!(
+        "the user and password in upstream.url are ignored: clients' own credentials are forwarded"
+    );
+    let host_port = authority
+        .as_str()
+        .rsplit('@')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let mut parts = uri.into_parts();
+    parts.authority = Some(
+        host_port
+            .parse()
+            .map_err(|e| UpstreamError::Request(format!("{e}")))?,
+    );
+    Uri::from_parts(parts).map_err(|e| UpstreamError::Request(format!("{e}")))
+}
+
 /// TLS for an `https://` upstream: TLS 1.2 or 1.3, the system's roots plus
 /// `ca_file`, and a client certificate if one is configured.
 fn client_tls(config: &UpstreamConfig) -> Result<rustls::ClientConfig, UpstreamError> {
@@ -591,6 +617,19 @@ mod tests {
         assert_eq!(
             headers[header::FORWARDED],
             r#"for=127.0.0.1;proto=http;host="a\";for=6.6.6.6;by=\"evil\\""#
+        );
+    }
+
+    #[test]
+    fn the_upstream_url_loses_its_user_info() {
+        let config = UpstreamConfig {
+            url: "http://admin:secret@127.0.0.1:1/base".into(),
+            ..Default::default()
+        };
+        let upstream = Upstream::new(&config).unwrap();
+        assert_eq!(
+            upstream.uri_for("/ping").unwrap().to_string(),
+            "http://127.0.0.1:1/base/ping"
         );
     }
 
