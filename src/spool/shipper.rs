@@ -89,6 +89,17 @@ fn is_permanent(error: &KafkaError) -> bool {
     )
 }
 
+/// Errors saying the topic does not exist (and the broker will not create it): retried
+/// for `spool.unknown_topic_retry_ms`, then the records are dead-lettered.
+fn is_unknown_topic(error: &KafkaError) -> bool {
+    matches!(
+        error,
+        KafkaError::MessageProduction(
+            RDKafkaErrorCode::UnknownTopic | RDKafkaErrorCode::UnknownTopicOrPartition
+        )
+    )
+}
+
 /// Settles entries as Kafka answers, and dead-letters poison records.
 pub(crate) struct ShipContext {
     shared: Arc<Shared>,
@@ -121,24 +132,30 @@ impl ProducerContext for ShipContext {
             proxy.kafka_queue_depth.dec();
         }
         match result {
-            Ok(_) => {
+            Ok(message) => {
                 self.shipped.inc();
                 if let Some(delivered) = &self.delivered {
                     delivered.inc();
                 }
+                shared.topic_exists(message.topic());
             }
-            Err((error, message)) if is_permanent(error) => {
+            Err((error, message))
+                if is_permanent(error)
+                    || (is_unknown_topic(error) && shared.gives_up_on_topic(message.topic())) =>
+            {
                 let tee_id = message
                     .headers()
                     .and_then(|h| h.iter().find(|h| h.key == "tee-id").and_then(|h| h.value))
                     .map(|v| String::from_utf8_lossy(v).into_owned())
                     .unwrap_or_default();
+                let (reason, text) = dead_letter_reason(shared, error);
                 shared.dead_letter(
+                    reason,
                     &tee_id,
                     message.topic(),
                     message.key(),
                     message.payload().unwrap_or_default(),
-                    &error.to_string(),
+                    &text,
                 );
             }
             Err((error, message)) => {
@@ -457,6 +474,20 @@ pub(crate) fn delete_acked(shared: &Shared, committed: u64) {
     }
 }
 
+/// The metric label and the dead-letter file's text for a refused record.
+fn dead_letter_reason(shared: &Shared, error: &KafkaError) -> (&'static str, String) {
+    if is_unknown_topic(error) {
+        let text = format!(
+            "{error}: the topic does not exist and the broker does not create it \
+             (retried for spool.unknown_topic_retry_ms = {})",
+            shared.config.unknown_topic_retry_ms
+        );
+        ("unknown_topic", text)
+    } else {
+        ("refused", error.to_string())
+    }
+}
+
 /// Sends every record of an entry, each with the write's headers plus its `tee-id`.
 fn send_entry(
     shared: &Shared,
@@ -464,6 +495,7 @@ fn send_entry(
     entry: &Entry,
     ack: &Arc<EntryAck>,
 ) {
+    shared.check_collisions(entry.topics());
     let header_count = entry.headers().count() + 1;
     let mut base_headers = OwnedHeaders::new_with_capacity(header_count);
     for (key, value) in entry.headers() {
@@ -519,13 +551,17 @@ fn send_entry(
                         base = refused;
                         continue;
                     }
-                    if is_permanent(&error) {
+                    if is_permanent(&error)
+                        || (is_unknown_topic(&error) && shared.gives_up_on_topic(record.topic))
+                    {
+                        let (reason, text) = dead_letter_reason(shared, &error);
                         shared.dead_letter(
+                            reason,
                             &tee_id,
                             record.topic,
                             record.key,
                             record.value,
-                            &error.to_string(),
+                            &text,
                         );
                     } else {
                         tracing::warn!(%error, seq = entry.seq, "spool: Kafka refused a record; shipping restarts");
@@ -624,6 +660,7 @@ impl Reader {
                         offset = self.offset,
                         "spool: frame runs past its segment; skipping the rest"
                     );
+                    shared.metrics.count_unreadable();
                     self.offset = limit;
                     continue;
                 }
@@ -639,6 +676,7 @@ impl Reader {
                     offset = self.offset,
                     "spool: corrupt frame read back; skipping the rest of the segment"
                 );
+                shared.metrics.count_unreadable();
                 self.offset = limit;
                 continue;
             }
@@ -647,12 +685,15 @@ impl Reader {
                 continue;
             }
             self.next_seq = header.seq + 1;
-            match Entry::decode(&header, payload) {
-                Ok(entry) => return Ok(Some(entry)),
-                Err(error) => {
-                    tracing::error!(seq = header.seq, %error, "spool: skipping an undecodable entry")
+            // An entry that passed its CRC but does not decode is dead-lettered whole and
+            // stands as an empty entry, so the committed offset moves past it.
+            return Ok(Some(match Entry::decode_keeping(&header, payload) {
+                Ok(entry) => entry,
+                Err((error, payload)) => {
+                    shared.dead_letter_entry(header.seq, &payload, &error.to_string());
+                    Entry::placeholder(&header, payload)
                 }
-            }
+            }));
         }
     }
 
