@@ -253,7 +253,11 @@ pub struct ServeArgs {
     pub kafka_properties: Vec<String>,
     /// librdkafka properties as `key=value`, one per line (values may hold commas,
     /// colons and semicolons); `--kafka-property` flags win for the same key.
-    #[arg(long = "kafka-properties", env = "INFLUX_TEE_KAFKA_PROPERTIES", hide = true)]
+    #[arg(
+        long = "kafka-properties",
+        env = "INFLUX_TEE_KAFKA_PROPERTIES",
+        hide = true
+    )]
     pub kafka_properties_env: Option<String>,
     /// Directory of the durable spool.
     #[arg(long, env = "INFLUX_TEE_SPOOL_DIR")]
@@ -332,7 +336,10 @@ impl Config {
         set(&mut self.log.format, &args.log_format);
         set(&mut self.log.level, &args.log_level);
         // The env var's lines first, so a flag wins for the same key.
-        let env_lines = args.kafka_properties_env.iter().flat_map(|text| text.lines());
+        let env_lines = args
+            .kafka_properties_env
+            .iter()
+            .flat_map(|text| text.lines());
         let flags = args.kafka_properties.iter().map(String::as_str);
         for pair in env_lines.chain(flags).filter(|p| !p.trim().is_empty()) {
             let (key, value) = pair
@@ -369,10 +376,7 @@ impl Config {
             return Err("max_body_bytes = 0 would refuse every write".into());
         }
         if self.listen == self.admin_listen {
-            return Err(format!(
-                "listen and admin_listen are both {}",
-                self.listen
-            ));
+            return Err(format!("listen and admin_listen are both {}", self.listen));
         }
         if !self.upstream.is_none() {
             if self.upstream.timeout_ms == 0 {
@@ -387,7 +391,9 @@ impl Config {
         }
         crate::kafka::TopicTemplate::parse(&self.kafka.topic).map_err(|e| e.to_string())?;
         if self.kafka.ack == AckMode::All && self.kafka.ack_timeout_ms == 0 {
-            return Err("kafka.ack_timeout_ms = 0 with ack = \"all\": every write would get 503".into());
+            return Err(
+                "kafka.ack_timeout_ms = 0 with ack = \"all\": every write would get 503".into(),
+            );
         }
         if self.spool.enabled && self.kafka.ack == AckMode::Influx {
             self.spool
@@ -482,7 +488,10 @@ mod tests {
         };
         let config = Config::load(&args).unwrap();
         let props = &config.kafka.properties;
-        assert_eq!(props["debug"], "broker,topic", "the flag wins over the env var");
+        assert_eq!(
+            props["debug"], "broker,topic",
+            "the flag wins over the env var"
+        );
         assert_eq!(
             props["ssl.cipher.suites"],
             "ECDHE-RSA-AES128-GCM-SHA256:AES256-SHA"
@@ -511,7 +520,10 @@ mod tests {
                 other => panic!("{needle}: {other:?}"),
             }
         };
-        refused(&|c| c.spool.max_inflight_records = 0, "max_inflight_records");
+        refused(
+            &|c| c.spool.max_inflight_records = 0,
+            "max_inflight_records",
+        );
         refused(&|c| c.spool.max_inflight_bytes = 0, "max_inflight_bytes");
         refused(&|c| c.spool.max_bytes = 10 << 20, "spool.max_bytes");
         refused(&|c| c.spool.segment_bytes = 100, "segment_bytes");

@@ -108,7 +108,10 @@ async fn missing_topic_is_dead_lettered_and_the_spool_moves_on() {
         10,
         "{letters}"
     );
-    assert!(letters.contains("spool.unknown_topic_retry_ms"), "{letters}");
+    assert!(
+        letters.contains("spool.unknown_topic_retry_ms"),
+        "{letters}"
+    );
     let records = kafka_records(&good_topic, 15, Duration::from_secs(60)).await;
     let ids: BTreeSet<String> = parse_records(&records)
         .iter()
@@ -169,7 +172,10 @@ async fn confusable_and_long_names_get_distinct_topics() {
     gateway.stop().await;
     assert_eq!(collisions, 0.0);
 
-    let topics: Vec<String> = cases.iter().map(|(_, db)| topic_for(&template, db)).collect();
+    let topics: Vec<String> = cases
+        .iter()
+        .map(|(_, db)| topic_for(&template, db))
+        .collect();
     let keys: BTreeSet<String> = topics.iter().map(|t| collision_key(t)).collect();
     assert_eq!(keys.len(), topics.len(), "{topics:?}");
     for (i, topic) in topics.iter().enumerate() {
@@ -181,9 +187,7 @@ async fn confusable_and_long_names_get_distinct_topics() {
             .collect();
         let expected: BTreeSet<String> = (i * 10..i * 10 + 10).map(|n| format!("p{n}")).collect();
         assert_eq!(ids, expected, "topic {topic}");
-        assert!(records
-            .iter()
-            .all(|r| r.headers["db"] == *cases[i].1));
+        assert!(records.iter().all(|r| r.headers["db"] == *cases[i].1));
     }
 }
 
@@ -196,15 +200,6 @@ async fn reservations_match_what_entries_take() {
     require_stack().await;
     let db = unique("edge_room");
     create_database(&db).await;
-    let max_bytes: u64 = 3 << 20;
-
-    // Wide lines, concurrently: ~1.1× the body each. The old `2 × body` reservation
-    // made an empty spool refuse the sixth of these.
-    let mut wide_config = config(&influxdb_url(), &unique("it_edge_room"));
-    wide_config.kafka.brokers = dead_address().to_string();
-    wide_config.spool.max_bytes = max_bytes;
-    wide_config.max_body_bytes = 1 << 20;
-    let proxy = start_proxy(wide_config).await;
     let fields: String = (0..40).map(|f| format!("f{f}={f}.5,")).collect();
     let fields = fields.trim_end_matches(',');
     let base = now_ns();
@@ -213,8 +208,17 @@ async fn reservations_match_what_entries_take() {
             .map(|i| format!("room,w=w{write} {fields} {}\n", base + i as i64))
             .collect()
     };
-    let body_len = wide(0).len();
-    assert!(body_len > 400_000, "{body_len}");
+    let body_len = wide(0).len() as u64;
+    // Room for six such entries (each ~1.1× its body), not for six `2 × body` reservations.
+    let max_bytes = body_len * 6 * 115 / 100 + (64 << 10);
+
+    // Wide lines, concurrently. The old `2 × body + 1024` reservation made an empty
+    // spool refuse the fourth of these as "full … Kafka is behind".
+    let mut wide_config = config(&influxdb_url(), &unique("it_edge_room"));
+    wide_config.kafka.brokers = dead_address().to_string();
+    wide_config.spool.max_bytes = max_bytes;
+    wide_config.max_body_bytes = 1 << 20;
+    let proxy = start_proxy(wide_config).await;
     let writes: Vec<_> = (0..6)
         .map(|w| {
             let url = proxy.url(&format!("/write?db={db}"));
@@ -227,8 +231,8 @@ async fn reservations_match_what_entries_take() {
     }
     let on_disk = proxy.metric("influx_tee_spool_bytes ").await;
     assert!(
-        on_disk < 6.0 * 1.2 * body_len as f64,
-        "{on_disk} bytes for 6 × {body_len}"
+        on_disk <= max_bytes as f64,
+        "{on_disk} of {max_bytes} bytes"
     );
     // Unshipped bytes now fill the spool: the 503 says so.
     let mut refused = None;
@@ -255,8 +259,8 @@ async fn reservations_match_what_entries_take() {
     json_config.max_body_bytes = 64 << 10;
     let proxy = start_proxy(json_config).await;
     let short = |write: usize| -> String {
-        (0..2_000)
-            .map(|i| format!("j,t=a v={i}i {}\n", base + (write * 2_000 + i) as i64))
+        (0..1_500)
+            .map(|i| format!("j,t=a v={i}i {}\n", base + (write * 1_500 + i) as i64))
             .collect()
     };
     let mut accepted = 0;
@@ -377,7 +381,9 @@ async fn sigterm_drains_persists_and_the_next_start_ships_the_rest_once() {
     let mut proxy = ProxyBinary::start(&config_path, &log).await;
     wait_spool_drained(&proxy.metrics_url(), Duration::from_secs(90)).await;
     proxy.terminate(Duration::from_secs(30)).await;
-    assert!(proxy.log_text().contains("spool closed: every entry shipped to Kafka"));
+    assert!(proxy
+        .log_text()
+        .contains("spool closed: every entry shipped to Kafka"));
     drop(proxy);
     let records = kafka_records(&topic, 50, Duration::from_secs(60)).await;
     let ids: BTreeSet<String> = parse_records(&records)

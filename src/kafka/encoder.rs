@@ -154,7 +154,8 @@ impl Encoder {
                     match &last_measurement {
                         Some((last, index)) if *last == measurement => *index,
                         _ => {
-                            let topic = index.index(&mut batch, self.topic.render(vars, &measurement));
+                            let topic =
+                                index.index(&mut batch, self.topic.render(vars, &measurement));
                             last_measurement = Some((measurement, topic));
                             topic
                         }

@@ -29,7 +29,9 @@ const ENTRY_V2: u16 = 2;
 
 /// A write whose entry would exceed [`MAX_PAYLOAD`]: readers would take it for corruption.
 #[derive(Debug, thiserror::Error)]
-#[error("the write's spool entry would take {0} bytes, more than the {MAX_PAYLOAD} one entry may hold")]
+#[error(
+    "the write's spool entry would take {0} bytes, more than the {MAX_PAYLOAD} one entry may hold"
+)]
 pub struct EntryTooLarge(pub usize);
 
 /// One write, encoded for the spool and not yet given a sequence number.
@@ -59,7 +61,10 @@ pub struct EncodedEntry {
 impl EncodedEntry {
     /// Encodes a write's records and its per-write headers. The batch's topics are
     /// already distinct and indexed, so this is one pass with no lookups.
-    pub fn new(batch: &RecordBatch, headers: &[(&str, &str)]) -> Result<EncodedEntry, EntryTooLarge> {
+    pub fn new(
+        batch: &RecordBatch,
+        headers: &[(&str, &str)],
+    ) -> Result<EncodedEntry, EntryTooLarge> {
         let topics = batch.topics();
         let mut size = FRAME_HEADER + 4 + headers_size(headers) + 4 + 4;
         size += topics.iter().map(|t| 4 + t.len()).sum::<usize>();

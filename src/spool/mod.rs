@@ -89,7 +89,9 @@ impl SpoolConfig {
     /// The segment size in effect: small enough that dropping or deleting whole
     /// segments frees room well before the spool is full.
     pub fn effective_segment_bytes(&self) -> u64 {
-        self.segment_bytes.min(self.max_bytes / 8).max(MIN_SEGMENT_BYTES)
+        self.segment_bytes
+            .min(self.max_bytes / 8)
+            .max(MIN_SEGMENT_BYTES)
     }
 
     /// Refuses settings under which the spool could never work, with the reason.
@@ -103,10 +105,16 @@ impl SpoolConfig {
             return Err("spool.dir is empty".into());
         }
         if self.max_inflight_records == 0 {
-            return Err("spool.max_inflight_records = 0: the shipper could never hand a record to Kafka".into());
+            return Err(
+                "spool.max_inflight_records = 0: the shipper could never hand a record to Kafka"
+                    .into(),
+            );
         }
         if self.max_inflight_bytes == 0 {
-            return Err("spool.max_inflight_bytes = 0: the shipper could never hand a record to Kafka".into());
+            return Err(
+                "spool.max_inflight_bytes = 0: the shipper could never hand a record to Kafka"
+                    .into(),
+            );
         }
         if self.segment_bytes < MIN_SEGMENT_BYTES {
             return Err(format!(
@@ -116,7 +124,8 @@ impl SpoolConfig {
         }
         if self.fsync == FsyncMode::Interval && self.fsync_interval_ms == 0 {
             return Err(
-                "spool.fsync_interval_ms = 0 with fsync = \"interval\": use fsync = \"always\"".into(),
+                "spool.fsync_interval_ms = 0 with fsync = \"interval\": use fsync = \"always\""
+                    .into(),
             );
         }
         let largest_entry = max_entry_bytes(max_body_bytes, format);

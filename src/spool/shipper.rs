@@ -163,7 +163,19 @@ impl ProducerContext for ShipContext {
                 if let Some(proxy) = &shared.proxy_metrics {
                     proxy.kafka_records.with_label_values(&["failed"]).inc();
                 }
-                tracing::warn!(topic = message.topic(), %error, seq = ack.seq, "spool: delivery failed; the entry will be shipped again");
+                // A purge is the shipper's own doing (shutdown, restart): one line per
+                // record would bury the log; the close and restart lines say it all.
+                let purged = matches!(
+                    error,
+                    KafkaError::MessageProduction(
+                        RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight
+                    )
+                );
+                if purged {
+                    tracing::debug!(topic = message.topic(), %error, seq = ack.seq, "spool: record purged; the entry will be shipped again");
+                } else {
+                    tracing::warn!(topic = message.topic(), %error, seq = ack.seq, "spool: delivery failed; the entry will be shipped again");
+                }
                 ack.fail();
             }
         }

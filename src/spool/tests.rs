@@ -393,17 +393,17 @@ fn undecodable_entry_is_dead_lettered_and_counted() {
         spool.append(entry(3)).await.unwrap();
     });
     let entries = read_all(&spool, 1);
-    assert_eq!(
-        entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
-        [1, 2, 3]
-    );
+    assert_eq!(entries.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
     assert_eq!(
         entries.iter().map(|e| e.record_count()).collect::<Vec<_>>(),
         [2, 0, 2]
     );
     let metrics = spool.metrics();
     assert_eq!(
-        metrics.dead_letter.with_label_values(&["undecodable"]).get(),
+        metrics
+            .dead_letter
+            .with_label_values(&["undecodable"])
+            .get(),
         1
     );
     let letters = fs::read(dir.0.join("dead-letter.lp")).unwrap();

@@ -115,10 +115,12 @@ impl WritePipeline {
         // A full spool refuses the write before InfluxDB sees it, so the two never
         // diverge; the room is what the parsed lines' entry will take.
         let spool_room = match &self.spool {
-            Some(spool) => Some(spool.reserve(
-                self.encoder
-                    .estimate_entry_bytes(lines.iter().filter_map(|l| l.result.as_ref().ok())),
-            )?),
+            Some(spool) => Some(
+                spool
+                    .reserve(self.encoder.estimate_entry_bytes(
+                        lines.iter().filter_map(|l| l.result.as_ref().ok()),
+                    ))?,
+            ),
             None => None,
         };
         self.metrics

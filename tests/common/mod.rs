@@ -728,12 +728,7 @@ impl ProxyBinary {
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if http()
-                .get(proxy.metrics_url())
-                .send()
-                .await
-                .is_ok()
-            {
+            if http().get(proxy.metrics_url()).send().await.is_ok() {
                 return proxy;
             }
             if let Ok(Some(status)) = proxy.child.try_wait() {
@@ -775,8 +770,24 @@ impl ProxyBinary {
         }
     }
 
+    /// The log so far, without ANSI colour codes.
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let mut plain = String::with_capacity(text.len());
+        let mut chars = text.chars();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                // CSI: ESC [ parameters, ended by a letter.
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            } else {
+                plain.push(c);
+            }
+        }
+        plain
     }
 }
 
@@ -789,7 +800,14 @@ impl Drop for ProxyBinary {
 
 /// The value of one sample at a `/metrics` URL, e.g. `influx_tee_spool_records `.
 pub async fn metric_value(metrics_url: &str, series: &str) -> Option<f64> {
-    let text = http().get(metrics_url).send().await.ok()?.text().await.ok()?;
+    let text = http()
+        .get(metrics_url)
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
     text.lines().find_map(|line| {
         line.strip_prefix(series)
             .and_then(|rest| rest.trim().parse().ok())
