@@ -80,7 +80,8 @@ impl Default for SpoolConfig {
             max_inflight_records: 50_000,
             max_inflight_bytes: 64 << 20,
             shutdown_drain_ms: 10_000,
-            unknown_topic_retry_ms: 60_000,
+            // Long enough that a cluster briefly unsure of its topics loses nothing.
+            unknown_topic_retry_ms: 300_000,
         }
     }
 }
@@ -436,15 +437,20 @@ impl Shared {
             if names.len() >= MAX_TRACKED_TOPICS {
                 return;
             }
-            let key = crate::kafka::topic::collision_key(topic);
-            match names.get(&key) {
+            // Most names hold no `.`: their key is the name itself, no allocation.
+            let key: std::borrow::Cow<'_, str> = if topic.contains('.') {
+                crate::kafka::topic::collision_key(topic).into()
+            } else {
+                topic.into()
+            };
+            match names.get(key.as_ref()) {
                 Some(known) if known != topic => {
                     self.metrics.topic_collisions.inc();
                     tracing::error!(topic, collides_with = %known, "spool: Kafka cannot hold both topics (it takes '.' and '_' as the same); adjust kafka.topic");
                 }
                 Some(_) => {}
                 None => {
-                    names.insert(key, topic.to_owned());
+                    names.insert(key.into_owned(), topic.to_owned());
                 }
             }
         }
