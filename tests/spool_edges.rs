@@ -218,6 +218,8 @@ async fn reservations_match_what_entries_take() {
     wide_config.kafka.brokers = dead_address().to_string();
     wide_config.spool.max_bytes = max_bytes;
     wide_config.max_body_bytes = 1 << 20;
+    // Nothing can ship: no need to wait the default 10 s drain at the stop.
+    wide_config.spool.shutdown_drain_ms = 500;
     let proxy = start_proxy(wide_config).await;
     let writes: Vec<_> = (0..6)
         .map(|w| {
@@ -257,6 +259,7 @@ async fn reservations_match_what_entries_take() {
     json_config.kafka.format = RecordFormat::Json;
     json_config.spool.max_bytes = 1 << 20;
     json_config.max_body_bytes = 64 << 10;
+    json_config.spool.shutdown_drain_ms = 500;
     let proxy = start_proxy(json_config).await;
     let short = |write: usize| -> String {
         (0..1_500)

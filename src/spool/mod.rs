@@ -359,12 +359,18 @@ pub(crate) struct Shared {
     /// Whether `unknown_topics` holds anything: spares deliveries the lock.
     pub unknown_topics_any: AtomicBool,
     /// Topics shipped so far by their collision key (`.` as `_`), to report pairs Kafka
-    /// cannot hold side by side. Bounded by `MAX_TRACKED_TOPICS`.
-    pub topic_names: Mutex<HashMap<String, String>>,
+    /// cannot hold side by side (each once). Bounded by `MAX_TRACKED_TOPICS`.
+    pub topic_names: Mutex<TopicNames>,
 }
 
 /// Topics remembered for collision reports, at most.
 const MAX_TRACKED_TOPICS: usize = 100_000;
+
+#[derive(Default)]
+pub(crate) struct TopicNames {
+    by_key: HashMap<String, String>,
+    reported: std::collections::HashSet<String>,
+}
 
 /// Locks a mutex, taking the data of a poisoned one: a panic elsewhere must not stop the spool.
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -432,9 +438,10 @@ impl Shared {
     /// Reports topics that Kafka takes for the same (`.` and `_` alike): the second one
     /// cannot be created, and its records end in the dead-letter file.
     pub fn check_collisions<'t>(&self, topics: impl Iterator<Item = &'t str>) {
-        let mut names = lock(&self.topic_names);
+        let mut guard = lock(&self.topic_names);
+        let TopicNames { by_key, reported } = &mut *guard;
         for topic in topics {
-            if names.len() >= MAX_TRACKED_TOPICS {
+            if by_key.len() >= MAX_TRACKED_TOPICS {
                 return;
             }
             // Most names hold no `.`: their key is the name itself, no allocation.
@@ -443,14 +450,16 @@ impl Shared {
             } else {
                 topic.into()
             };
-            match names.get(key.as_ref()) {
+            match by_key.get(key.as_ref()) {
                 Some(known) if known != topic => {
-                    self.metrics.topic_collisions.inc();
-                    tracing::error!(topic, collides_with = %known, "spool: Kafka cannot hold both topics (it takes '.' and '_' as the same); adjust kafka.topic");
+                    if reported.len() < MAX_TRACKED_TOPICS && reported.insert(topic.to_owned()) {
+                        self.metrics.topic_collisions.inc();
+                        tracing::error!(topic, collides_with = %known, "spool: Kafka cannot hold both topics (it takes '.' and '_' as the same); adjust kafka.topic");
+                    }
                 }
                 Some(_) => {}
                 None => {
-                    names.insert(key.into_owned(), topic.to_owned());
+                    by_key.insert(key.into_owned(), topic.to_owned());
                 }
             }
         }
@@ -736,7 +745,7 @@ impl Spool {
             dead_letter: Mutex::new(None),
             unknown_topics: Mutex::new(HashMap::new()),
             unknown_topics_any: AtomicBool::new(false),
-            topic_names: Mutex::new(HashMap::new()),
+            topic_names: Mutex::new(TopicNames::default()),
             config,
         });
         shared.set_unacked(inspection.unacked_records as i64);

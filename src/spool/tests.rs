@@ -451,3 +451,19 @@ fn full_spool_names_the_true_reason() {
     let empty = Spool::open(&config, &prometheus::Registry::new(), None).unwrap();
     assert!(empty.reserve(1 << 30).is_ok());
 }
+
+#[test]
+fn topics_kafka_would_confuse_are_reported_once() {
+    let dir = TempDir::new("collide");
+    let spool = Spool::open(
+        &config(&dir.0, FsyncMode::Never),
+        &prometheus::Registry::new(),
+        None,
+    )
+    .unwrap();
+    let shared = &spool.shared;
+    shared.check_collisions(["a.b", "c"].into_iter());
+    shared.check_collisions(["a_b", "a.b", "c"].into_iter());
+    shared.check_collisions(["a_b"].into_iter());
+    assert_eq!(spool.metrics().topic_collisions.get(), 1);
+}
