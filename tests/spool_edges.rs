@@ -435,3 +435,73 @@ fn unworkable_config_is_refused_at_start() {
     assert_eq!(props["ssl.cipher.suites"], "AES128-SHA:AES256-SHA");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Point 8: a template whose variables are separated by `.` can render two names Kafka
+/// takes for one (`a_b` + `c` and `a` + `b_c`). The shipper reports the pair, Kafka
+/// refuses to create the second, and its records are dead-lettered after the bounded
+/// retry instead of stalling the spool; the first topic gets its records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn topics_kafka_confuses_are_reported_and_do_not_wedge_the_spool() {
+    require_stack().await;
+    let prefix = unique("it_edge_confused");
+    let template = format!("{prefix}.{{db}}.{{rp}}");
+    let mut config = config("none", &template);
+    config
+        .kafka
+        .properties
+        .insert("topic.metadata.propagation.max.ms".into(), "1000".into());
+    config.spool.unknown_topic_retry_ms = 3_000;
+    let dir = config.spool.dir.clone();
+    let proxy = start_proxy(config).await;
+    let base = now_ns();
+    let render = |db: &str, rp: &str| {
+        TopicTemplate::parse(&template).unwrap().render(
+            &TopicVars {
+                db,
+                rp,
+                ..Default::default()
+            },
+            "",
+        )
+    };
+    let first = render("a_b", "c");
+    let second = render("a", "b_c");
+    assert_eq!(collision_key(&first), collision_key(&second));
+    write_ok(&proxy.url("/write?db=a_b&rp=c"), points("conf", 0, 5, base)).await;
+    // The first topic exists before the second is asked for.
+    let records = kafka_records(&first, 5, Duration::from_secs(60)).await;
+    assert_eq!(records.len(), 5);
+    write_ok(&proxy.url("/write?db=a&rp=b_c"), points("conf", 5, 5, base)).await;
+    write_ok(
+        &proxy.url("/write?db=a_b&rp=c"),
+        points("conf", 10, 5, base),
+    )
+    .await;
+    wait_spool_drained(&proxy.admin_url("/metrics"), Duration::from_secs(120)).await;
+    let collisions = proxy
+        .metric("influx_tee_spool_topic_collisions_total ")
+        .await;
+    let dead = proxy
+        .metric("influx_tee_spool_records_total{outcome=\"dead_lettered\"} ")
+        .await;
+    proxy.stop().await;
+    assert_eq!(collisions, 1.0);
+    assert_eq!(dead, 5.0);
+    let letters = std::fs::read_to_string(dir.join("dead-letter.lp")).unwrap();
+    assert_eq!(
+        letters.matches(&format!("topic={second} ")).count(),
+        5,
+        "{letters}"
+    );
+    // While the second topic was retried, shipping restarted and re-sent the first
+    // topic's newer records: duplicates, identifiable by `tee-id`.
+    let records = kafka_records(&first, 10, Duration::from_secs(60)).await;
+    let tee_ids: BTreeSet<&String> = records.iter().map(|r| &r.headers["tee-id"]).collect();
+    assert_eq!(tee_ids.len(), 10);
+    eprintln!(
+        "confused topics: {} records for 10 points in {first}; dead letter: {}",
+        records.len(),
+        letters.lines().next().unwrap_or_default()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
