@@ -390,6 +390,23 @@ impl Config {
             return Err("kafka.brokers is empty".into());
         }
         crate::kafka::TopicTemplate::parse(&self.kafka.topic).map_err(|e| e.to_string())?;
+        if self.kafka.format == RecordFormat::Batch {
+            // librdkafka refuses a record over `message.max.bytes` (default 1,000,000):
+            // every full batch would be dead-lettered.
+            let limit = self
+                .kafka
+                .properties
+                .get("message.max.bytes")
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(1_000_000);
+            if self.kafka.batch_max_bytes == 0 || self.kafka.batch_max_bytes + 1024 > limit {
+                return Err(format!(
+                    "kafka.batch_max_bytes = {} must be above 0 and leave 1 KiB of the \
+                     producer's message.max.bytes = {limit} for the record's framing",
+                    self.kafka.batch_max_bytes
+                ));
+            }
+        }
         if self.kafka.ack == AckMode::All && self.kafka.ack_timeout_ms == 0 {
             return Err(
                 "kafka.ack_timeout_ms = 0 with ack = \"all\": every write would get 503".into(),
@@ -541,6 +558,13 @@ mod tests {
         );
         refused(&|c| c.kafka.topic = "x.{nope}".into(), "nope");
         refused(&|c| c.admin_listen = c.listen, "admin_listen");
+        refused(
+            &|c| {
+                c.kafka.format = RecordFormat::Batch;
+                c.kafka.batch_max_bytes = 2_000_000
+            },
+            "batch_max_bytes",
+        );
         // The spool's limits do not apply when it is off or `ack = "all"` bypasses it.
         let mut config = Config::default();
         config.spool.max_inflight_records = 0;
