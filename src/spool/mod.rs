@@ -349,6 +349,8 @@ pub(crate) struct Shared {
     pub committed: AtomicU64,
     pub bytes: AtomicU64,
     pub reserved: AtomicU64,
+    /// Writes holding a [`SpoolRoom`]: reserved and not yet appended. `close` waits for them.
+    pub rooms: AtomicU64,
     pub unacked_records: AtomicI64,
     pub written_seq: AtomicU64,
     pub metrics: SpoolMetrics,
@@ -649,6 +651,14 @@ pub struct SpoolRoom {
 }
 
 impl SpoolRoom {
+    fn new(shared: &Arc<Shared>, bytes: u64) -> SpoolRoom {
+        shared.rooms.fetch_add(1, Ordering::AcqRel);
+        SpoolRoom {
+            shared: shared.clone(),
+            bytes,
+        }
+    }
+
     /// Sets the reservation to what the encoded entry really takes. Never refused:
     /// InfluxDB has stored the write by now.
     pub fn true_up(&mut self, actual: u64) {
@@ -671,6 +681,7 @@ impl SpoolRoom {
 impl Drop for SpoolRoom {
     fn drop(&mut self) {
         self.shared.reserved.fetch_sub(self.bytes, Ordering::AcqRel);
+        self.shared.rooms.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -738,6 +749,7 @@ impl Spool {
             committed: AtomicU64::new(inspection.committed),
             bytes: AtomicU64::new(inspection.bytes),
             reserved: AtomicU64::new(0),
+            rooms: AtomicU64::new(0),
             unacked_records: AtomicI64::new(0),
             written_seq: AtomicU64::new(inspection.last_seq),
             metrics,
@@ -803,10 +815,7 @@ impl Spool {
     pub fn reserve(&self, entry_bytes: u64) -> Result<SpoolRoom, SpoolError> {
         let shared = &self.shared;
         if shared.config.when_full == WhenFull::DropOldest {
-            return Ok(SpoolRoom {
-                shared: shared.clone(),
-                bytes: 0,
-            });
+            return Ok(SpoolRoom::new(shared, 0));
         }
         let max = shared.config.max_bytes;
         // A write larger than the whole spool still fits an empty one.
@@ -829,12 +838,7 @@ impl Spool {
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
-                Ok(_) => {
-                    return Ok(SpoolRoom {
-                        shared: shared.clone(),
-                        bytes: need,
-                    })
-                }
+                Ok(_) => return Ok(SpoolRoom::new(shared, need)),
                 Err(now) => reserved = now,
             }
         }
@@ -905,6 +909,19 @@ impl Spool {
     /// left, and persists the committed offset. What is not shipped stays on disk
     /// and is replayed on the next start.
     pub async fn close(&self, drain: Duration) {
+        let deadline = Instant::now() + drain;
+        // A write that reserved room may already be stored by InfluxDB: let it append
+        // before the appender stops, within the drain time.
+        while self.shared.rooms.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let in_flight = self.shared.rooms.load(Ordering::Acquire);
+        if in_flight > 0 {
+            tracing::warn!(
+                writes = in_flight,
+                "spool closing with writes still on their way; they get 503 and are not teed"
+            );
+        }
         lock(&self.sender).take();
         let threads: Vec<_> = lock(&self.threads).drain(..).collect();
         let shipper = lock(&self.shipper).take();
@@ -915,7 +932,7 @@ impl Spool {
                 let _ = thread.join();
             }
             if let Some(shipper) = shipper {
-                shipper.stop(Instant::now() + drain);
+                shipper.stop(deadline);
             }
             let committed = shared.committed.load(Ordering::Acquire);
             if let Err(error) = shared.persist_committed(committed) {

@@ -467,3 +467,40 @@ fn topics_kafka_would_confuse_are_reported_once() {
     shared.check_collisions(["a_b"].into_iter());
     assert_eq!(spool.metrics().topic_collisions.get(), 1);
 }
+
+/// `close` lets a write that reserved room (InfluxDB may have stored it) append
+/// before the appender stops.
+#[test]
+fn close_waits_for_writes_holding_room() {
+    let dir = TempDir::new("close-waits");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let spool = Arc::new(
+        Spool::open(
+            &config(&dir.0, FsyncMode::Never),
+            &prometheus::Registry::new(),
+            None,
+        )
+        .unwrap(),
+    );
+    rt.block_on(async {
+        let room = spool.reserve(200).unwrap();
+        let closing = {
+            let spool = spool.clone();
+            tokio::spawn(async move { spool.close(Duration::from_secs(10)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!closing.is_finished(), "close waits for the write");
+        let seq = spool.append(entry(1)).await.unwrap();
+        drop(room);
+        closing.await.unwrap();
+        assert_eq!(seq, 1);
+        assert!(matches!(
+            spool.append(entry(2)).await,
+            Err(SpoolError::Closed)
+        ));
+    });
+}
