@@ -316,21 +316,27 @@ pub struct ServeArgs {
     pub kafka_format: Option<RecordFormat>,
     #[arg(long, value_enum, env = "INFLUX_TEE_ACK", hide_env_values = true)]
     pub ack: Option<AckMode>,
-    /// A librdkafka property as `key=value`; repeat it, or comma-separate in the env var.
-    #[arg(
-        long = "kafka-property",
-        env = "INFLUX_TEE_KAFKA_PROPERTIES",
-        hide_env_values = true,
-        value_delimiter = ','
-    )]
+    /// A librdkafka property as `key=value`, one per flag (values may hold commas:
+    /// `debug=broker,topic`); repeat the flag for more.
+    #[arg(long = "kafka-property")]
     pub kafka_properties: Vec<String>,
+    /// librdkafka properties as `key=value`, one per line (values may hold commas,
+    /// colons and semicolons); `--kafka-property` flags win for the same key.
+    #[arg(
+        long = "kafka-properties",
+        env = "INFLUX_TEE_KAFKA_PROPERTIES",
+        hide = true,
+        hide_env_values = true
+    )]
+    pub kafka_properties_env: Option<String>,
     /// A librdkafka property read from a file, as `key=path` (e.g.
-    /// `sasl.password=/run/secrets/kafka`), so secrets stay out of flags and env.
+    /// `sasl.password=/run/secrets/kafka`), so secrets stay out of flags and env;
+    /// one per flag, or one per line in the env var.
     #[arg(
         long = "kafka-property-file",
         env = "INFLUX_TEE_KAFKA_PROPERTY_FILES",
         hide_env_values = true,
-        value_delimiter = ','
+        value_delimiter = '\n'
     )]
     pub kafka_property_files: Vec<String>,
     /// Directory of the durable spool.
@@ -372,6 +378,9 @@ pub enum ConfigError {
     JsonTimestampUnits(String),
     #[error("invalid upstream url {0:?}: expected http://host:port, https://host:port or none")]
     UpstreamUrl(String),
+    /// A setting under which the proxy could never work.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
 }
 
 impl Config {
@@ -425,10 +434,17 @@ impl Config {
                 .property_files
                 .insert(key.trim().to_owned(), PathBuf::from(path.trim()));
         }
-        for pair in args.kafka_properties.iter().filter(|p| !p.is_empty()) {
+        // The env var's lines first, so a flag wins for the same key.
+        let env_lines = args
+            .kafka_properties_env
+            .iter()
+            .flat_map(|text| text.lines());
+        let flags = args.kafka_properties.iter().map(String::as_str);
+        for pair in env_lines.chain(flags).filter(|p| !p.trim().is_empty()) {
             let (key, value) = pair
                 .split_once('=')
-                .ok_or_else(|| ConfigError::KafkaProperty(pair.clone()))?;
+                .filter(|(key, _)| !key.trim().is_empty())
+                .ok_or_else(|| ConfigError::KafkaProperty(pair.to_owned()))?;
             self.kafka
                 .properties
                 .insert(key.trim().to_owned(), value.trim().to_owned());
@@ -472,6 +488,7 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         json_timestamp_divisor(&self.kafka.json_timestamp_units)?;
+        self.refuse_unworkable().map_err(ConfigError::Invalid)?;
         if !self.upstream.is_none() {
             let uri: http::Uri = self
                 .upstream
@@ -481,6 +498,56 @@ impl Config {
             if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
                 return Err(ConfigError::UpstreamUrl(self.upstream.url.clone()));
             }
+        }
+        Ok(())
+    }
+
+    /// Settings under which nothing could work, refused at start rather than met by
+    /// every write.
+    fn refuse_unworkable(&self) -> Result<(), String> {
+        if self.max_body_bytes == 0 {
+            return Err("max_body_bytes = 0 would refuse every write".into());
+        }
+        if self.listen == self.admin_listen {
+            return Err(format!("listen and admin_listen are both {}", self.listen));
+        }
+        if !self.upstream.is_none() {
+            if self.upstream.timeout_ms == 0 {
+                return Err("upstream.timeout_ms = 0: every forwarded write would time out".into());
+            }
+            if self.upstream.connect_timeout_ms == 0 {
+                return Err("upstream.connect_timeout_ms = 0: no connection could be made".into());
+            }
+        }
+        if self.kafka.brokers.trim().is_empty() {
+            return Err("kafka.brokers is empty".into());
+        }
+        crate::kafka::TopicTemplate::parse(&self.kafka.topic).map_err(|e| e.to_string())?;
+        if self.kafka.format == RecordFormat::Batch {
+            // librdkafka refuses a record over `message.max.bytes` (default 1,000,000):
+            // every full batch would be dead-lettered.
+            let limit = self
+                .kafka
+                .properties
+                .get("message.max.bytes")
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(1_000_000);
+            if self.kafka.batch_max_bytes == 0 || self.kafka.batch_max_bytes + 1024 > limit {
+                return Err(format!(
+                    "kafka.batch_max_bytes = {} must be above 0 and leave 1 KiB of the \
+                     producer's message.max.bytes = {limit} for the record's framing",
+                    self.kafka.batch_max_bytes
+                ));
+            }
+        }
+        if self.kafka.ack == AckMode::All && self.kafka.ack_timeout_ms == 0 {
+            return Err(
+                "kafka.ack_timeout_ms = 0 with ack = \"all\": every write would get 503".into(),
+            );
+        }
+        if self.spool.enabled && self.kafka.ack == AckMode::Influx {
+            self.spool
+                .validate(self.max_body_bytes, self.kafka.format)?;
         }
         Ok(())
     }
@@ -597,6 +664,88 @@ mod tests {
             config.scrub_secrets("bad value from-a-file, url-secret and clientSecret=abc"),
             "bad value ****, **** and ****"
         );
+    }
+
+    #[test]
+    fn kafka_properties_keep_commas_and_take_env_lines() {
+        let args = ServeArgs {
+            kafka_properties: vec![
+                "debug=broker,topic".into(),
+                "ssl.cipher.suites=ECDHE-RSA-AES128-GCM-SHA256:AES256-SHA".into(),
+            ],
+            kafka_properties_env: Some(
+                "linger.ms=7\nsasl.oauthbearer.extensions=a=1,b=2\n\ndebug=all\n".into(),
+            ),
+            ..Default::default()
+        };
+        let config = Config::load(&args).unwrap();
+        let props = &config.kafka.properties;
+        assert_eq!(
+            props["debug"], "broker,topic",
+            "the flag wins over the env var"
+        );
+        assert_eq!(
+            props["ssl.cipher.suites"],
+            "ECDHE-RSA-AES128-GCM-SHA256:AES256-SHA"
+        );
+        assert_eq!(props["linger.ms"], "7");
+        assert_eq!(props["sasl.oauthbearer.extensions"], "a=1,b=2");
+        let bad = ServeArgs {
+            kafka_properties: vec!["=x".into()],
+            ..Default::default()
+        };
+        assert!(matches!(
+            Config::load(&bad),
+            Err(ConfigError::KafkaProperty(_))
+        ));
+    }
+
+    #[test]
+    fn refuses_config_that_can_never_work() {
+        let refused = |edit: &dyn Fn(&mut Config), needle: &str| {
+            let mut config = Config::default();
+            edit(&mut config);
+            match config.validate() {
+                Err(ConfigError::Invalid(reason)) => {
+                    assert!(reason.contains(needle), "{reason} lacks {needle}")
+                }
+                other => panic!("{needle}: {other:?}"),
+            }
+        };
+        refused(
+            &|c| c.spool.max_inflight_records = 0,
+            "max_inflight_records",
+        );
+        refused(&|c| c.spool.max_inflight_bytes = 0, "max_inflight_bytes");
+        refused(&|c| c.spool.max_bytes = 10 << 20, "spool.max_bytes");
+        refused(&|c| c.spool.segment_bytes = 100, "segment_bytes");
+        refused(&|c| c.spool.fsync_interval_ms = 0, "fsync_interval_ms");
+        refused(&|c| c.max_body_bytes = 0, "max_body_bytes");
+        refused(&|c| c.max_body_bytes = 1 << 30, "max_body_bytes");
+        refused(&|c| c.upstream.timeout_ms = 0, "upstream.timeout_ms");
+        refused(&|c| c.upstream.connect_timeout_ms = 0, "connect_timeout_ms");
+        refused(
+            &|c| {
+                c.kafka.ack = AckMode::All;
+                c.kafka.ack_timeout_ms = 0
+            },
+            "ack_timeout_ms",
+        );
+        refused(&|c| c.kafka.topic = "x.{nope}".into(), "nope");
+        refused(&|c| c.admin_listen = c.listen, "admin_listen");
+        refused(
+            &|c| {
+                c.kafka.format = RecordFormat::Batch;
+                c.kafka.batch_max_bytes = 2_000_000
+            },
+            "batch_max_bytes",
+        );
+        // The spool's limits do not apply when it is off or `ack = "all"` bypasses it.
+        let mut config = Config::default();
+        config.spool.max_inflight_records = 0;
+        config.spool.enabled = false;
+        assert!(config.validate().is_ok());
+        assert!(Config::default().validate().is_ok());
     }
 
     #[test]

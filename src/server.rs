@@ -150,6 +150,13 @@ pub async fn run(
     )
     .await
     .context("client listener")?;
+    // The spool drains, persists its committed offset, stops its threads and logs
+    // what is left; its directory lock goes when the last handle does.
+    if let Some(spool) = &pipeline.spool {
+        spool
+            .close(Duration::from_millis(config.spool.shutdown_drain_ms))
+            .await;
+    }
     let unsent = pipeline
         .producer
         .flush(Duration::from_millis(config.kafka.flush_timeout_ms))
@@ -159,7 +166,7 @@ pub async fn run(
             unsent,
             "shutdown: Kafka records still undelivered after the flush timeout"
         );
-    } else {
+    } else if pipeline.spool.is_none() {
         tracing::info!("shutdown: all Kafka records delivered");
     }
     let _ = admin.await;

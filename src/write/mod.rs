@@ -96,12 +96,6 @@ impl WritePipeline {
         let endpoint = target.endpoint_label();
         let body = read_capped(body, &parts.headers, self.settings.max_body_bytes).await?;
         let received_ns = now_nanos();
-        // A full spool refuses the write before InfluxDB sees it, so the two never diverge.
-        let _spool_room = self
-            .spool
-            .as_ref()
-            .map(|spool| spool.reserve(body.decoded.len()))
-            .transpose()?;
         self.metrics
             .body_bytes
             .with_label_values(&[endpoint])
@@ -118,6 +112,17 @@ impl WritePipeline {
         };
         let lines: Vec<Line<'_>> = line_protocol::lines(&body.decoded, options).collect();
         let invalid = lines.iter().filter(|l| l.result.is_err()).count();
+        // A full spool refuses the write before InfluxDB sees it, so the two never
+        // diverge; the room is what the parsed lines' entry will take.
+        let spool_room = match &self.spool {
+            Some(spool) => Some(
+                spool
+                    .reserve(self.encoder.estimate_entry_bytes(
+                        lines.iter().filter_map(|l| l.result.as_ref().ok()),
+                    ))?,
+            ),
+            None => None,
+        };
         self.metrics
             .points
             .with_label_values(&[endpoint, "parsed"])
@@ -200,6 +205,7 @@ impl WritePipeline {
                 stamp_ns,
                 received_ns,
                 request_id,
+                spool_room,
             )
             .await;
         self.metrics
@@ -284,6 +290,7 @@ impl WritePipeline {
         stamp_ns: i64,
         received_ns: i64,
         request_id: &str,
+        spool_room: Option<crate::spool::SpoolRoom>,
     ) -> Result<(), ProxyError> {
         let endpoint = target.endpoint_label();
         let parsed = lines.iter().filter(|l| l.result.is_ok()).count();
@@ -376,7 +383,7 @@ impl WritePipeline {
         ];
         if let (AckMode::Influx, Some(spool)) = (self.settings.ack, &self.spool) {
             return spool
-                .append_batch(&batch, &headers)
+                .append_batch(&batch, &headers, spool_room)
                 .await
                 .map(drop)
                 .map_err(ProxyError::from);
