@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod body;
 pub mod error;
+pub mod gateway;
 pub mod passthrough;
 
 use std::sync::Arc;
@@ -18,11 +19,21 @@ use crate::write::WritePipeline;
 use error::Dialect;
 
 /// Routes of the client-facing listener.
+///
+/// Only `POST` is a write; every other method on the write paths (a browser's CORS
+/// preflight `OPTIONS`, `GET`, `HEAD`) is InfluxDB's to answer and passes through.
 pub fn client_router(pipeline: Arc<WritePipeline>) -> Router {
+    gateway::mark_started();
     Router::new()
-        .route("/api/v2/write", post(write_v2))
-        .route("/write", post(write_v1))
-        .route("/api/v3/write_lp", post(write_v3))
+        .route(
+            "/api/v2/write",
+            post(write_v2).fallback(passthrough::forward),
+        )
+        .route("/write", post(write_v1).fallback(passthrough::forward))
+        .route(
+            "/api/v3/write_lp",
+            post(write_v3).fallback(passthrough::forward),
+        )
         .fallback(passthrough::forward)
         .with_state(pipeline)
 }
