@@ -347,10 +347,16 @@ fn comparable(headers: &reqwest::header::HeaderMap) -> BTreeMap<String, String> 
         .iter()
         .filter(|(name, _)| !matches!(name.as_str(), "date" | "request-id" | "x-request-id"))
         .map(|(name, value)| {
-            (
-                name.to_string(),
-                String::from_utf8_lossy(value.as_bytes()).into_owned(),
-            )
+            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            // InfluxDB 1.6 lists `Allow` in map order, which varies from answer to answer.
+            let value = if name == "allow" {
+                let mut methods: Vec<&str> = value.split(", ").collect();
+                methods.sort();
+                methods.join(", ")
+            } else {
+                value
+            };
+            (name.to_string(), value)
         })
         .collect()
 }
@@ -358,8 +364,9 @@ fn comparable(headers: &reqwest::header::HeaderMap) -> BTreeMap<String, String> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn encodings_influxdb_ignores_or_refuses_are_its_to_decide() {
     require_stack().await;
-    let plain =
-        |m: &str| format!("{m},k=a v=1 1700000000000000000\n{m},k=b v=2 1700000000000000001\n");
+    let plain = |m: &str| {
+        format!("{m},k={m}_a v=1 1700000000000000000\n{m},k={m}_b v=2 1700000000000000001\n")
+    };
     for version in [1u8, 2] {
         let (direct, proxied) = (unique("enc_direct"), unique("enc_proxy"));
         create_db(version, &direct).await;
@@ -386,6 +393,11 @@ async fn encodings_influxdb_ignores_or_refuses_are_its_to_decide() {
             for endpoint in ["v1", "v2"] {
                 if version == 1 && endpoint == "v2" {
                     continue; // 1.6 has no /api/v2/write; the proxy translates (tested elsewhere).
+                }
+                if version == 1 && measurement == "xgzip" {
+                    // 1.6 parses the gzip bytes as line protocol and copies them into
+                    // `X-Influxdb-Error`, a header hyper refuses (issue 9, point 4).
+                    continue;
                 }
                 let path = |db: &str| match endpoint {
                     "v1" => format!("/write?db={db}"),
@@ -445,9 +457,11 @@ async fn encodings_influxdb_ignores_or_refuses_are_its_to_decide() {
         }
         let records = kafka_records(&topic, stored.len(), WAIT).await;
         let teed = parse_records(&records);
+        // Every case went to /write and, on 2.7, to /api/v2/write too: InfluxDB overwrites.
+        let writes = if version == 1 { 1 } else { 2 };
         assert_eq!(
             teed.len(),
-            stored.len(),
+            writes * stored.len(),
             "{version}: Kafka holds what was stored"
         );
         assert_same_points(&stored, &teed);

@@ -80,7 +80,7 @@ pub fn answer<B>(request: &Request<B>) -> Response<Body> {
 }
 
 fn empty(status: StatusCode) -> Response<Body> {
-    let mut response = Response::new(Body::empty());
+    let mut response = Response::new(crate::write::no_content_body());
     *response.status_mut() = status;
     response
 }

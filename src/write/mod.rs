@@ -290,7 +290,7 @@ impl WritePipeline {
         Ok(match upstream_answer {
             Some(answer) => relay(answer),
             None => {
-                let mut response = Response::new(Body::empty());
+                let mut response = Response::new(no_content_body());
                 *response.status_mut() = status;
                 identify(response.headers_mut(), None);
                 response
@@ -566,6 +566,14 @@ pub fn identify(headers: &mut http::HeaderMap, upstream: Option<&Upstream>) {
             headers.insert(name, value);
         }
     }
+}
+
+/// An empty body of no declared size, for the proxy's own 204s: axum would turn an
+/// exact size into `Content-Length: 0` on a `HEAD`, which InfluxDB never sends on a 204.
+pub fn no_content_body() -> Body {
+    Body::from_stream(futures_util::stream::empty::<
+        Result<Bytes, std::convert::Infallible>,
+    >())
 }
 
 /// What the gateway (`upstream = "none"`) says it is: the InfluxDB 2.x it answers as.
