@@ -669,3 +669,42 @@ async fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
         "colour codes in a log file: {text:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_precision_influxdb_refuses_is_its_to_answer() {
+    require_stack().await;
+    let (direct, proxied) = (unique("badprec_direct"), unique("badprec_proxy"));
+    create_bucket(&direct).await;
+    create_bucket(&proxied).await;
+    let topic = unique("it.badprec");
+    let proxy = start_proxy(config(&influxdb2_url(), &topic)).await;
+    let body = "badprec v=1 1700000000\n";
+    for precision in ["h", "m", "n", "u", "seconds", "NS"] {
+        let path = |bucket: &str| {
+            format!("/api/v2/write?org={INFLUX2_ORG}&bucket={bucket}&precision={precision}")
+        };
+        let straight = write_to(2, &influxdb2_url(), &path(&direct), &[], body).await;
+        let through = write_to(2, &proxy.url(""), &path(&proxied), &[], body).await;
+        assert_eq!(straight.0, 400, "{precision}: {}", straight.2);
+        assert_eq!(
+            (through.0, &through.2),
+            (straight.0, &straight.2),
+            "{precision}"
+        );
+        assert_eq!(
+            comparable(&through.1),
+            comparable(&straight.1),
+            "{precision}"
+        );
+    }
+    // A valid write after them: the only record in the topic.
+    let ok = format!("/api/v2/write?org={INFLUX2_ORG}&bucket={proxied}&precision=s");
+    assert_eq!(write_to(2, &proxy.url(""), &ok, &[], body).await.0, 204);
+    let records = kafka_records(&topic, 1, WAIT).await;
+    assert_eq!(records.len(), 1, "nothing teed for the refused writes");
+    assert_same_points(
+        &rows_of(2, &proxied, "badprec").await,
+        &parse_records(&records),
+    );
+    proxy.stop().await;
+}
