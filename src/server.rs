@@ -59,6 +59,7 @@ pub fn build_pipeline(config: &Config) -> anyhow::Result<Arc<WritePipeline>> {
             ack_timeout: Duration::from_millis(config.kafka.ack_timeout_ms),
             retry_after_seconds: config.upstream.retry_after_seconds,
         },
+        in_flight: Default::default(),
     }))
 }
 
@@ -120,6 +121,15 @@ pub async fn run(
     .with_graceful_shutdown(stopped(stop_rx))
     .await
     .context("client listener")?;
+    // Writes whose client hung up run on in their own tasks: let them finish their tee.
+    let flush_timeout = Duration::from_millis(config.kafka.flush_timeout_ms);
+    let unfinished = pipeline.in_flight.drained(flush_timeout).await;
+    if unfinished > 0 {
+        tracing::error!(
+            unfinished,
+            "shutdown: writes still in flight after the flush timeout"
+        );
+    }
     let unsent = pipeline
         .producer
         .flush(Duration::from_millis(config.kafka.flush_timeout_ms))

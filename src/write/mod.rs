@@ -43,6 +43,52 @@ pub struct WritePipeline {
     pub encoder: Encoder,
     pub metrics: Metrics,
     pub settings: WriteSettings,
+    /// Writes running in their own task, which may outlive their client's connection.
+    pub in_flight: Arc<InFlight>,
+}
+
+/// Counts the writes in flight, so shutdown can wait for those whose client left.
+#[derive(Debug, Default)]
+pub struct InFlight {
+    count: std::sync::atomic::AtomicUsize,
+    drained: tokio::sync::Notify,
+}
+
+impl InFlight {
+    fn enter(self: &Arc<Self>) -> InFlightGuard {
+        self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        InFlightGuard(Arc::clone(self))
+    }
+
+    /// Waits until no write is in flight, or `timeout` passed; returns how many still are.
+    pub async fn drained(&self, timeout: Duration) -> usize {
+        let wait = async {
+            loop {
+                let notified = self.drained.notified();
+                if self.count.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let _ = tokio::time::timeout(timeout, wait).await;
+        self.count.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+struct InFlightGuard(Arc<InFlight>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if self
+            .0
+            .count
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst)
+            == 1
+        {
+            self.0.drained.notify_waiters();
+        }
+    }
 }
 
 /// The header that carries a request's id to the upstream, the logs and Kafka.
@@ -115,8 +161,10 @@ impl WritePipeline {
         };
         let pipeline = Arc::clone(self);
         let request_id = request_id.to_owned();
+        let in_flight = self.in_flight.enter();
         let write = tokio::spawn(tracing::Instrument::instrument(
             async move {
+                let _in_flight = in_flight;
                 pipeline
                     .forward_and_tee(
                         dialect,
@@ -623,4 +671,24 @@ fn now_nanos() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn shutdown_waits_for_writes_in_flight() {
+        let in_flight = Arc::new(InFlight::default());
+        assert_eq!(in_flight.drained(Duration::from_millis(1)).await, 0);
+        let guard = in_flight.enter();
+        assert_eq!(in_flight.drained(Duration::from_millis(20)).await, 1);
+        let waiter = {
+            let in_flight = Arc::clone(&in_flight);
+            tokio::spawn(async move { in_flight.drained(Duration::from_secs(10)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(guard);
+        assert_eq!(waiter.await.unwrap(), 0);
+    }
 }
