@@ -47,7 +47,7 @@ pub fn decoding(headers: &HeaderMap, server: Server) -> Result<bool, ProxyError>
                 "invalid content encoding: {other}"
             ))),
         },
-        Server::Gateway => match value?.trim().to_ascii_lowercase().as_str() {
+        Server::Gateway | Server::Other => match value?.trim().to_ascii_lowercase().as_str() {
             "" | "identity" => Ok(false),
             "gzip" | "x-gzip" => Ok(true),
             other => Err(ProxyError::BadGzip(format!(
@@ -60,7 +60,7 @@ pub fn decoding(headers: &HeaderMap, server: Server) -> Result<bool, ProxyError>
 /// Reads the whole body, refusing it as soon as it passes `limit` bytes, and
 /// decodes it as `server` would. The cap and the gzip-bomb guard are the proxy's own
 /// safety and answered by it; a body `server` refuses is only marked so
-/// ([`WriteBody::refused`]), except without an upstream, where the proxy decides.
+/// ([`WriteBody::refused`]), unless the proxy decides for `server` ([`Server::proxy_decides`]).
 pub async fn read_capped(
     body: Body,
     headers: &HeaderMap,
@@ -77,7 +77,7 @@ pub async fn read_capped(
         }
     }
     let gzipped = match decoding(headers, server) {
-        Err(refusal) if server == Server::Gateway => return Err(refusal),
+        Err(refusal) if server.proxy_decides() => return Err(refusal),
         decided => decided,
     };
     let raw = collect_capped(body, limit).await?;
@@ -85,14 +85,14 @@ pub async fn read_capped(
         Err(refusal) => (false, Bytes::new(), Some(refusal)),
         Ok(false) => (false, raw.clone(), None),
         // Go's gzip reader refuses an empty body (EOF before the header).
-        Ok(true) if raw.is_empty() && server != Server::Gateway => (
+        Ok(true) if raw.is_empty() && !server.proxy_decides() => (
             true,
             Bytes::new(),
             Some(ProxyError::BadGzip("gzip: EOF".to_owned())),
         ),
         Ok(true) => match gunzip_capped(&raw, limit) {
             Ok(decoded) => (true, decoded, None),
-            Err(ProxyError::BadGzip(reason)) if server != Server::Gateway => {
+            Err(ProxyError::BadGzip(reason)) if !server.proxy_decides() => {
                 (true, Bytes::new(), Some(ProxyError::BadGzip(reason)))
             }
             Err(error) => return Err(error),

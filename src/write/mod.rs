@@ -141,13 +141,14 @@ impl WritePipeline {
                 .upstream
                 .as_ref()
                 .is_some_and(|u| u.translates_v2_writes());
-        let server = Server::of(self.upstream.as_ref().map(|u| u.api()));
+        let server = Server::of(self.upstream.as_ref().map(|u| u.identified_api()));
         // What InfluxDB refuses it answers itself: the write goes as it came and
         // nothing is teed. The proxy answers only as the server it stands in for
-        // (no upstream, or a v2 write it translates for InfluxDB 1.x).
+        // (no upstream, or a v2 write it translates for InfluxDB 1.x), or for a
+        // server whose rules it does not know.
         let target = match WriteTarget::from_query_for(dialect, parts.uri.query(), server) {
             Ok(target) => Ok(target),
-            Err(error) if self.upstream.is_none() || translate => return Err(error),
+            Err(error) if server.proxy_decides() || translate => return Err(error),
             Err(refusal) => Err(refusal),
         };
         let body = read_capped(body, &parts.headers, self.settings.max_body_bytes, server).await?;

@@ -18,19 +18,31 @@ pub enum Server {
     InfluxDb1,
     InfluxDb2,
     InfluxDb3,
+    /// Another server on InfluxDB's API, or one not identified (yet): VictoriaMetrics
+    /// answers `/ping` without a version. Read as the proxy always read it, and what
+    /// the proxy cannot read it refuses itself, as without an upstream.
+    Other,
     /// No upstream (`upstream = "none"`): the proxy decides on its own.
     Gateway,
 }
 
 impl Server {
-    /// The rules of an upstream speaking `api`, or of the gateway without one.
-    pub fn of(upstream_api: Option<UpstreamApi>) -> Server {
-        match upstream_api {
+    /// The rules of an upstream identified as speaking `api` (`None`: not identified),
+    /// or of the gateway without an upstream.
+    pub fn of(upstream: Option<Option<UpstreamApi>>) -> Server {
+        match upstream {
             None => Server::Gateway,
-            Some(UpstreamApi::V1) => Server::InfluxDb1,
-            Some(UpstreamApi::V3) => Server::InfluxDb3,
-            Some(UpstreamApi::V2 | UpstreamApi::Auto) => Server::InfluxDb2,
+            Some(Some(UpstreamApi::V1)) => Server::InfluxDb1,
+            Some(Some(UpstreamApi::V2)) => Server::InfluxDb2,
+            Some(Some(UpstreamApi::V3)) => Server::InfluxDb3,
+            Some(None | Some(UpstreamApi::Auto)) => Server::Other,
         }
+    }
+
+    /// Whether the proxy itself refuses what it cannot read, instead of leaving it
+    /// to a server whose rules it knows.
+    pub fn proxy_decides(self) -> bool {
+        matches!(self, Server::Gateway | Server::Other)
     }
 }
 
@@ -219,7 +231,7 @@ fn precisions(
         ),
         (Dialect::V1, Server::InfluxDb1, p) => same(influxdb1_precision(p.unwrap_or_default())),
         (Dialect::V1, Server::InfluxDb2, p) => Ok(influxdb2_v1_precision(p.unwrap_or_default())),
-        (Dialect::V1, Server::Gateway, p) => same(
+        (Dialect::V1, Server::Gateway | Server::Other, p) => same(
             p.and_then(Precision::from_v1_param)
                 .unwrap_or(Precision::Nanosecond),
         ),
@@ -367,7 +379,12 @@ mod tests {
 
     #[test]
     fn repeated_parameters_take_the_first_value_or_are_refused_by_influxdb3() {
-        for server in [Server::InfluxDb1, Server::InfluxDb2, Server::Gateway] {
+        for server in [
+            Server::InfluxDb1,
+            Server::InfluxDb2,
+            Server::Other,
+            Server::Gateway,
+        ] {
             let target = WriteTarget::from_query_for(
                 Dialect::V1,
                 Some("db=a&db=b&rp=&rp=x&precision=s&precision=ns"),
