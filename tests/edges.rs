@@ -618,6 +618,34 @@ async fn the_gateway_answers_ping_health_and_ready_as_influxdb_2() {
             }
         }
     }
+    // A browser's preflight and write, as 2.7 answers them.
+    let bucket = unique("gwcors");
+    create_bucket(&bucket).await;
+    for (method, origin) in [("OPTIONS", true), ("OPTIONS", false), ("POST", true)] {
+        let send = |base: String, bucket: &str| {
+            let mut request = http()
+                .request(
+                    reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                    format!("{base}/api/v2/write?org={INFLUX2_ORG}&bucket={bucket}"),
+                )
+                .header("Authorization", format!("Token {INFLUX2_TOKEN}"))
+                .header("Access-Control-Request-Method", "POST")
+                .body("cors v=1 1\n");
+            if origin {
+                request = request.header("Origin", "http://app.example");
+            }
+            request.send()
+        };
+        let real = send(influxdb2_url(), &bucket).await.unwrap();
+        let ours = send(proxy.url(""), "b").await.unwrap();
+        let case = format!("{method} with origin: {origin}");
+        assert_eq!(ours.status(), real.status(), "{case}");
+        assert_eq!(
+            comparable(ours.headers()),
+            comparable(real.headers()),
+            "{case}"
+        );
+    }
     proxy.stop().await;
 }
 

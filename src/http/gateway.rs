@@ -24,7 +24,31 @@ pub fn mark_started() {
 /// The gateway's answer to a request that is not a write.
 pub fn answer<B>(request: &Request<B>) -> Response<Body> {
     let get_or_head = matches!(*request.method(), Method::GET | Method::HEAD);
-    let mut response = match request.uri().path() {
+    let path = request.uri().path();
+    let origin = request.headers().get(header::ORIGIN);
+    let mut response = match path {
+        // kit/transport/http SetCORS, around 2.x's `/api/v2` routes: a browser's preflight.
+        _ if path.starts_with("/api/v2/") && request.method() == Method::OPTIONS => {
+            if origin.is_some() {
+                let mut response = empty(StatusCode::NO_CONTENT);
+                let headers = response.headers_mut();
+                headers.insert(
+                    header::ACCESS_CONTROL_ALLOW_METHODS,
+                    HeaderValue::from_static("POST, GET, OPTIONS, PUT, DELETE, PATCH"),
+                );
+                headers.insert(
+                    header::ACCESS_CONTROL_ALLOW_HEADERS,
+                    HeaderValue::from_static(
+                        "Accept, Content-Type, Content-Length, Accept-Encoding, Authorization, User-Agent",
+                    ),
+                );
+                response
+            } else {
+                let mut response = Response::new(Body::empty());
+                *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+                response
+            }
+        }
         // http/legacy/ping_handler.go: GET and HEAD, 204, behind 2.x's gzip middleware.
         "/ping" if get_or_head => {
             let mut response = empty(StatusCode::NO_CONTENT);
@@ -75,8 +99,16 @@ pub fn answer<B>(request: &Request<B>) -> Response<Body> {
             response
         }
     };
+    allow_origin(path, origin, response.headers_mut());
     identify(response.headers_mut(), None);
     response
+}
+
+/// 2.x's SetCORS: every `/api/v2` answer to a request with an `Origin` names it.
+pub fn allow_origin(path: &str, origin: Option<&HeaderValue>, headers: &mut http::HeaderMap) {
+    if let Some(origin) = origin.filter(|_| path.starts_with("/api/v2/")) {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+    }
 }
 
 fn empty(status: StatusCode) -> Response<Body> {

@@ -51,9 +51,16 @@ async fn write_or_pass(
     dialect: Dialect,
     request: Request,
 ) -> Response<Body> {
-    if request.method() == http::Method::POST {
-        pipeline.handle(dialect, request).await
-    } else {
-        passthrough::forward(State(pipeline), request).await
+    if request.method() != http::Method::POST {
+        return passthrough::forward(State(pipeline), request).await;
     }
+    if pipeline.upstream.is_some() {
+        return pipeline.handle(dialect, request).await;
+    }
+    // The gateway answers browsers as 2.x does.
+    let origin = request.headers().get(http::header::ORIGIN).cloned();
+    let path = request.uri().path().to_owned();
+    let mut response = pipeline.handle(dialect, request).await;
+    gateway::allow_origin(&path, origin.as_ref(), response.headers_mut());
+    response
 }
