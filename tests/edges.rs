@@ -48,13 +48,41 @@ async fn settled_counts(db: &str, measurement: &str, topic: &str, expected: usiz
     (stored, teed)
 }
 
+/// A proxy that waits long enough for a big write on a loaded machine: the test is
+/// about the client leaving, not about the upstream's timeout.
+fn patient(mut config: influx_tee::config::Config) -> influx_tee::config::Config {
+    config.upstream.timeout_ms = 120_000;
+    config
+}
+
+/// The proxy's write outcomes, to tell why a write was not teed.
+async fn outcomes(proxy: &TestProxy) -> String {
+    let text = http()
+        .get(proxy.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| {
+            l.starts_with("influx_tee_write_requests_total")
+                || l.starts_with("influx_tee_upstream_errors_total")
+                || l.starts_with("influx_tee_points_total")
+                || l.starts_with("influx_tee_client_disconnects_total")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_hangs_up_over_http1_still_gets_its_write_teed() {
     require_stack().await;
     let db = unique("hangup1");
     let topic = unique("it.hangup1");
-    create_database(&db).await;
-    let proxy = start_proxy(config(&influxdb_url(), &topic)).await;
+    create_database_surely(&db).await;
+    let proxy = start_proxy(patient(config(&influxdb_url(), &topic))).await;
     let body = big_body("gone");
     assert!(body.len() > 2_500_000);
     let mut socket = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
@@ -70,7 +98,12 @@ async fn a_client_that_hangs_up_over_http1_still_gets_its_write_teed() {
     drop(socket);
 
     let (stored, teed) = settled_counts(&db, "gone", &topic, 40_000).await;
-    assert_eq!((stored, teed), (40_000, 40_000));
+    assert_eq!(
+        (stored, teed),
+        (40_000, 40_000),
+        "{}",
+        outcomes(&proxy).await
+    );
     let gone = proxy
         .metric("influx_tee_client_disconnects_total{endpoint=\"v1\"}")
         .await;
@@ -83,8 +116,8 @@ async fn a_client_that_resets_its_http2_stream_still_gets_its_write_teed() {
     require_stack().await;
     let db = unique("hangup2");
     let topic = unique("it.hangup2");
-    create_database(&db).await;
-    let proxy = start_proxy(config(&influxdb_url(), &topic)).await;
+    create_database_surely(&db).await;
+    let proxy = start_proxy(patient(config(&influxdb_url(), &topic))).await;
     let client: hyper_util::client::legacy::Client<_, axum::body::Body> =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .http2_only(true)
@@ -110,7 +143,12 @@ async fn a_client_that_resets_its_http2_stream_still_gets_its_write_teed() {
     );
 
     let (stored, teed) = settled_counts(&db, "reset", &topic, 40_000).await;
-    assert_eq!((stored, teed), (40_000, 40_000));
+    assert_eq!(
+        (stored, teed),
+        (40_000, 40_000),
+        "{}",
+        outcomes(&proxy).await
+    );
     let gone = proxy
         .metric("influx_tee_client_disconnects_total{endpoint=\"v1\"}")
         .await;
@@ -155,9 +193,38 @@ async fn rows_of(
 
 async fn create_db(version: u8, name: &str) {
     if version == 1 {
-        create_database(name).await
+        create_database_surely(name).await
     } else {
         create_bucket(name).await
+    }
+}
+
+/// Creates a database on InfluxDB 1.6 and waits until `SHOW DATABASES` lists it: a
+/// loaded 1.6 can answer 200 with the error in the body.
+async fn create_database_surely(name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        create_database(name).await;
+        let listed: serde_json::Value = http()
+            .get(format!("{}/query", influxdb_url()))
+            .query(&[("q", "SHOW DATABASES")])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let found = listed["results"][0]["series"][0]["values"]
+            .as_array()
+            .is_some_and(|dbs| dbs.iter().any(|db| db[0].as_str() == Some(name)));
+        if found {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "InfluxDB never listed {name}: {listed}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
