@@ -91,9 +91,18 @@ impl WriteTarget {
         server: Server,
     ) -> Result<WriteTarget, ProxyError> {
         // InfluxDB 3 deserializes the query into a struct, which refuses a repeated
-        // field; the gateway answers `/api/v3/write_lp` as InfluxDB 3 does.
+        // field of its own (others are ignored); the gateway answers
+        // `/api/v3/write_lp` as InfluxDB 3 does.
         let refuses_repeats =
             server == Server::InfluxDb3 || (server == Server::Gateway && dialect == Dialect::V3);
+        let own_field = |key: &str| match dialect {
+            // influxdb3_types `WriteParams` (also `accept_partial`, `no_sync`, unread here).
+            Dialect::V3 => matches!(key, "db" | "precision"),
+            // iox_http `WriteParamsV1` (also `p`).
+            Dialect::V1 => matches!(key, "db" | "rp" | "precision"),
+            // iox_http `WriteParamsV2`.
+            Dialect::V2 => matches!(key, "org" | "bucket" | "precision"),
+        };
         let mut org: Option<Cow<'_, str>> = None;
         let mut org_id: Option<Cow<'_, str>> = None;
         let mut bucket: Option<Cow<'_, str>> = None;
@@ -113,7 +122,7 @@ impl WriteTarget {
             // Go's `url.Values.Get` returns the first value, even an empty one.
             match slot {
                 None => *slot = Some(value),
-                Some(_) if refuses_repeats => {
+                Some(_) if refuses_repeats && own_field(&key) => {
                     return Err(ProxyError::InvalidParameter(format!(
                         "duplicate field `{key}`"
                     )))
@@ -404,10 +413,22 @@ mod tests {
         }
         for dialect in [Dialect::V1, Dialect::V2, Dialect::V3] {
             assert!(matches!(
-                WriteTarget::from_query_for(dialect, Some("db=a&bucket=a&db=b"), Server::InfluxDb3),
+                WriteTarget::from_query_for(
+                    dialect,
+                    Some("db=a&bucket=a&org=o&db=b&bucket=b&org=p"),
+                    Server::InfluxDb3
+                ),
                 Err(ProxyError::InvalidParameter(_))
             ));
         }
+        // A field InfluxDB 3's struct does not have is ignored, repeated or not.
+        let target = WriteTarget::from_query_for(
+            Dialect::V3,
+            Some("db=a&rp=x&rp=y&orgID=1&orgID=2"),
+            Server::InfluxDb3,
+        )
+        .unwrap();
+        assert_eq!(target.db, "a");
         assert!(
             WriteTarget::from_query_for(Dialect::V3, Some("db=a&db=b"), Server::Gateway).is_err()
         );
