@@ -67,6 +67,7 @@ pub fn build_pipeline(config: &Config) -> anyhow::Result<Arc<WritePipeline>> {
             ack_timeout: Duration::from_millis(config.kafka.ack_timeout_ms),
             retry_after_seconds: config.upstream.retry_after_seconds,
         },
+        in_flight: Default::default(),
     }))
 }
 
@@ -150,6 +151,15 @@ pub async fn run(
     )
     .await
     .context("client listener")?;
+    // Writes whose client hung up run on in their own tasks: let them finish their tee.
+    let flush_timeout = Duration::from_millis(config.kafka.flush_timeout_ms);
+    let unfinished = pipeline.in_flight.drained(flush_timeout).await;
+    if unfinished > 0 {
+        tracing::error!(
+            unfinished,
+            "shutdown: writes still in flight after the flush timeout"
+        );
+    }
     // The spool drains, persists its committed offset, stops its threads and logs
     // what is left; its directory lock goes when the last handle does.
     if let Some(spool) = &pipeline.spool {
@@ -239,7 +249,9 @@ pub fn init_logging(config: &crate::config::LogConfig) {
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour codes only for a terminal: files, pipes and journald get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let _ = match config.format {
         crate::config::LogFormat::Json => builder.json().try_init(),
         crate::config::LogFormat::Text => builder.try_init(),

@@ -326,6 +326,20 @@ impl Upstream {
         }
     }
 
+    /// The API the upstream is known to speak (configured or detected), `None` while
+    /// it is not identified: VictoriaMetrics, or a `/ping` that failed.
+    pub fn identified_api(&self) -> Option<UpstreamApi> {
+        match self.configured_api {
+            UpstreamApi::Auto => match self.detected_api.load(Ordering::Relaxed) {
+                API_V1 => Some(UpstreamApi::V1),
+                API_V2 => Some(UpstreamApi::V2),
+                API_V3 => Some(UpstreamApi::V3),
+                _ => None,
+            },
+            explicit => Some(explicit),
+        }
+    }
+
     /// Whether v2 writes must be sent as v1 `/write`: InfluxDB 1.x before 1.8 has no
     /// `/api/v2/write`.
     pub fn translates_v2_writes(&self) -> bool {

@@ -17,7 +17,7 @@ use http_body::Frame;
 
 use super::error::{Dialect, ProxyError};
 use crate::upstream::strip_hop_by_hop;
-use crate::write::{client_address, request_id, WritePipeline, REQUEST_ID_HEADER};
+use crate::write::{client_address, identify, request_id, WritePipeline, REQUEST_ID_HEADER};
 
 pub async fn forward(
     State(pipeline): State<Arc<WritePipeline>>,
@@ -33,9 +33,7 @@ pub async fn forward(
     };
     let retry_after = pipeline.settings.retry_after_seconds;
     let Some(upstream) = &pipeline.upstream else {
-        let mut response = Response::new(Body::from("404 page not found\n"));
-        *response.status_mut() = http::StatusCode::NOT_FOUND;
-        return response;
+        return super::gateway::answer(&request);
     };
     let id = request_id(&request);
     let (mut parts, body) = request.into_parts();
@@ -47,8 +45,10 @@ pub async fn forward(
     let uri = match upstream.uri_for(path_and_query) {
         Ok(uri) => uri,
         Err(error) => {
-            return ProxyError::UpstreamUnavailable(error.to_string())
-                .into_response(dialect, retry_after)
+            let mut response = ProxyError::UpstreamUnavailable(error.to_string())
+                .into_response(dialect, retry_after);
+            identify(response.headers_mut(), Some(upstream));
+            return response;
         }
     };
     parts.uri = uri;
@@ -97,7 +97,10 @@ pub async fn forward(
                 .passthrough_requests
                 .with_label_values(&["503"])
                 .inc();
-            ProxyError::UpstreamUnavailable(error.to_string()).into_response(dialect, retry_after)
+            let mut response = ProxyError::UpstreamUnavailable(error.to_string())
+                .into_response(dialect, retry_after);
+            identify(response.headers_mut(), Some(upstream));
+            response
         }
     }
 }

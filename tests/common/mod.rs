@@ -831,3 +831,38 @@ pub async fn wait_spool_drained(metrics_url: &str, timeout: Duration) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// `SELECT count(*)` of a measurement on an InfluxDB 1.x API (the largest field count), 0 if none.
+pub async fn influx_count_at(
+    url: &str,
+    credentials: Option<(&str, &str)>,
+    db: &str,
+    measurement: &str,
+) -> i64 {
+    let mut request = http().get(format!("{url}/query"));
+    if let Some((user, password)) = credentials {
+        request = request.basic_auth(user, Some(password));
+    }
+    let response: serde_json::Value = request
+        .query(&[
+            ("db", db),
+            ("q", &format!("SELECT count(*) FROM \"{measurement}\"")),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    response["results"][0]["series"][0]["values"][0]
+        .as_array()
+        .map(|values| {
+            values
+                .iter()
+                .skip(1)
+                .filter_map(|v| v.as_i64())
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
+}
