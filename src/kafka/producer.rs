@@ -4,8 +4,16 @@
 //! librdkafka's own queue is the bounded queue between writes and the broker. A
 //! full queue makes a write wait (backpressure) for a while instead of dropping
 //! records; only when the wait runs out is the failure reported.
+//!
+//! Order and duplicates: the producer is always idempotent, so librdkafka's own
+//! retries (a leader that died, a broker restart) neither reorder nor repeat a
+//! series' records. Every record carries a `tee-id`, `<instance>-<write>-<index>`
+//! (a per-process id, the write's number in this process, the record's index in
+//! it), unique per record; a client's retry of a write is a new write and gets new
+//! ids, as InfluxDB stores it again too.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -118,16 +126,36 @@ pub struct TeeProducer {
     producer: ThreadedProducer<TeeContext>,
     metrics: Metrics,
     queue_full_wait: Duration,
+    /// Prefix of every `tee-id` of this process.
+    instance: String,
+    writes: AtomicU64,
+}
+
+/// The producer settings that keep each series' records in order and unrepeated
+/// across retries; they win over the configured ones. With idempotence on,
+/// librdkafka itself refuses to start with settings that would break it (`acks`
+/// other than `all`, `max.in.flight` above 5, no retries).
+pub fn direct_properties(configured: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut props = configured.clone();
+    if let Some(value) = props.insert("enable.idempotence".to_owned(), "true".to_owned()) {
+        if value != "true" {
+            tracing::warn!(
+                configured = %value,
+                "kafka.properties: enable.idempotence is always true (records of a series must stay in order)"
+            );
+        }
+    }
+    props
 }
 
 impl TeeProducer {
     pub fn new(
-        properties: &std::collections::BTreeMap<String, String>,
+        properties: &BTreeMap<String, String>,
         metrics: Metrics,
         queue_full_wait: Duration,
     ) -> Result<TeeProducer, KafkaError> {
         let mut config = ClientConfig::new();
-        for (key, value) in properties {
+        for (key, value) in &direct_properties(properties) {
             config.set(key, value);
         }
         let producer = config.create_with_context(TeeContext {
@@ -137,6 +165,8 @@ impl TeeProducer {
             producer,
             metrics,
             queue_full_wait,
+            instance: uuid::Uuid::new_v4().simple().to_string(),
+            writes: AtomicU64::new(0),
         })
     }
 
@@ -153,14 +183,28 @@ impl TeeProducer {
         let mut refused = 0;
         let mut first_refusal = None;
         let mut deadline: Option<Instant> = None;
-        for record in batch.iter() {
+        // `<instance>-<write>-`, then each record's index appended in place.
+        let write = self.writes.fetch_add(1, Ordering::Relaxed);
+        let mut tee_id = String::with_capacity(self.instance.len() + 24);
+        tee_id.push_str(&self.instance);
+        tee_id.push('-');
+        tee_id.push_str(itoa::Buffer::new().format(write));
+        tee_id.push('-');
+        let prefix_len = tee_id.len();
+        let mut index_buffer = itoa::Buffer::new();
+        for (index, record) in batch.iter().enumerate() {
+            tee_id.truncate(prefix_len);
+            tee_id.push_str(index_buffer.format(index));
+            let mut base = BaseRecord::with_opaque_to(record.topic, ack.clone())
+                .payload(record.value)
+                .headers(shared.clone().insert(Header {
+                    key: "tee-id",
+                    value: Some(tee_id.as_str()),
+                }));
+            if let Some(key) = record.key {
+                base = base.key(key);
+            }
             loop {
-                let mut base = BaseRecord::with_opaque_to(record.topic, ack.clone())
-                    .payload(record.value)
-                    .headers(shared.clone());
-                if let Some(key) = record.key {
-                    base = base.key(key);
-                }
                 ack.pending.fetch_add(1, Ordering::AcqRel);
                 match self.producer.send(base) {
                     Ok(()) => {
@@ -171,7 +215,7 @@ impl TeeProducer {
                         self.metrics.kafka_queue_depth.inc();
                         break;
                     }
-                    Err((error, _)) => {
+                    Err((error, returned)) => {
                         ack.pending.fetch_sub(1, Ordering::AcqRel);
                         let queue_full = matches!(
                             error,
@@ -181,6 +225,8 @@ impl TeeProducer {
                             *deadline.get_or_insert_with(|| Instant::now() + self.queue_full_wait);
                         if queue_full && Instant::now() < deadline {
                             tokio::time::sleep(Duration::from_millis(2)).await;
+                            // the very same record, headers and all, once there is room
+                            base = returned;
                             continue;
                         }
                         let outcome = if queue_full { "queue_full" } else { "refused" };
@@ -229,5 +275,44 @@ impl TeeProducer {
         })
         .await
         .unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idempotence_cannot_be_configured_away() {
+        let configured: BTreeMap<String, String> = [
+            ("enable.idempotence", "false"),
+            ("linger.ms", "1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let props = direct_properties(&configured);
+        assert_eq!(props["enable.idempotence"], "true");
+        assert_eq!(props["linger.ms"], "1");
+    }
+
+    #[test]
+    fn shipper_retries_for_ever_whatever_is_configured() {
+        let configured: BTreeMap<String, String> = [
+            ("retries", "0"),
+            ("message.send.max.retries", "3"),
+            ("delivery.timeout.ms", "1000"),
+            ("acks", "1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let props = crate::spool::shipper::shipper_properties(&configured);
+        assert!(!props.contains_key("retries"));
+        assert!(!props.contains_key("message.send.max.retries"));
+        assert!(!props.contains_key("delivery.timeout.ms"));
+        assert_eq!(props["acks"], "all");
+        assert_eq!(props["message.timeout.ms"], "0");
+        assert_eq!(props["enable.idempotence"], "true");
     }
 }
