@@ -143,6 +143,20 @@ async fn partitions(topic: &str) -> Vec<PartitionState> {
     .expect("metadata task")
 }
 
+/// Fails the test unless InfluxDB 1.x answers (the single Kafka broker is not needed).
+async fn require_influxdb() {
+    let url = format!("{}/ping", influxdb_url());
+    let ok = http()
+        .get(&url)
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success());
+    assert!(
+        ok,
+        "InfluxDB is not reachable at {url}: run `deploy/local/stack up`"
+    );
+}
+
 /// Fails the test unless the three brokers answer.
 async fn require_cluster() {
     let brokers = tokio::task::spawn_blocking(|| {
@@ -165,8 +179,8 @@ async fn require_cluster() {
 /// A topic of three partitions on all three brokers, two of which must take each record.
 async fn create_topic(topic: &str) {
     let admin: AdminClient<DefaultClientContext> = client_config().create().expect("admin client");
-    let new_topic = NewTopic::new(topic, 3, TopicReplication::Fixed(3))
-        .set("min.insync.replicas", "2");
+    let new_topic =
+        NewTopic::new(topic, 3, TopicReplication::Fixed(3)).set("min.insync.replicas", "2");
     let results = admin
         .create_topics(
             [&new_topic],
@@ -177,10 +191,13 @@ async fn create_topic(topic: &str) {
     for result in results {
         result.unwrap_or_else(|(name, error)| panic!("create topic {name}: {error}"));
     }
-    wait_for("the topic's partitions to have leaders and full ISRs", || async move {
-        let parts = partitions(topic).await;
-        parts.len() == 3 && parts.iter().all(|p| p.leader > 0 && p.isr.len() == 3)
-    })
+    wait_for(
+        "the topic's partitions to have leaders and full ISRs",
+        || async move {
+            let parts = partitions(topic).await;
+            parts.len() == 3 && parts.iter().all(|p| p.leader > 0 && p.isr.len() == 3)
+        },
+    )
     .await;
 }
 
@@ -203,10 +220,13 @@ where
 /// Waits until no partition of `topics` is led by `node` any more.
 async fn wait_leadership_moved(topics: &[String], node: i32) {
     for topic in topics {
-        wait_for(&format!("{topic}: a leader other than broker {node}"), || async move {
-            let parts = partitions(topic).await;
-            !parts.is_empty() && parts.iter().all(|p| p.leader > 0 && p.leader != node)
-        })
+        wait_for(
+            &format!("{topic}: a leader other than broker {node}"),
+            || async move {
+                let parts = partitions(topic).await;
+                !parts.is_empty() && parts.iter().all(|p| p.leader > 0 && p.leader != node)
+            },
+        )
         .await;
     }
 }
@@ -214,10 +234,13 @@ async fn wait_leadership_moved(topics: &[String], node: i32) {
 /// Waits until `node` is back in the ISR of every partition of `topics`.
 async fn wait_in_isr(topics: &[String], node: i32) {
     for topic in topics {
-        wait_for(&format!("{topic}: broker {node} in every ISR"), || async move {
-            let parts = partitions(topic).await;
-            !parts.is_empty() && parts.iter().all(|p| p.isr.contains(&node))
-        })
+        wait_for(
+            &format!("{topic}: broker {node} in every ISR"),
+            || async move {
+                let parts = partitions(topic).await;
+                !parts.is_empty() && parts.iter().all(|p| p.isr.contains(&node))
+            },
+        )
         .await;
     }
 }
@@ -266,7 +289,10 @@ async fn read_topic(topic: &str) -> Vec<KafkaRecord> {
         let mut records = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(60);
         while ends.iter().any(|(p, end)| next[p] < *end) {
-            assert!(Instant::now() < deadline, "reading {topic} to its end took over 60 s");
+            assert!(
+                Instant::now() < deadline,
+                "reading {topic} to its end took over 60 s"
+            );
             let Some(message) = consumer.poll(Duration::from_millis(200)) else {
                 continue;
             };
@@ -324,7 +350,8 @@ struct Load {
 }
 
 impl Load {
-    async fn start(ack: AckMode) -> Load {
+    /// `ack_timeout_ms` bounds how long an `ack = "all"` write waits for Kafka.
+    async fn start(ack: AckMode, ack_timeout_ms: u64) -> Load {
         let mode = match ack {
             AckMode::Influx => "influx",
             AckMode::All => "all",
@@ -336,13 +363,12 @@ impl Load {
         let mut config = config(&influxdb_url(), &topic);
         config.kafka.brokers = cluster_brokers();
         config.kafka.ack = ack;
-        // A leader's death takes the cluster up to ~10 s to notice and elect another:
-        // let an `ack = "all"` write wait that out rather than fail it.
-        config.kafka.ack_timeout_ms = 30_000;
+        config.kafka.ack_timeout_ms = ack_timeout_ms;
+        // the proxy's default: a record outlives any client's wait
         config
             .kafka
             .properties
-            .insert("message.timeout.ms".into(), "25000".into());
+            .insert("message.timeout.ms".into(), "300000".into());
         let proxy = start_proxy(config).await;
         let acked = Arc::new(AtomicUsize::new(0));
         let refused = Arc::new(AtomicUsize::new(0));
@@ -431,6 +457,11 @@ async fn write_steadily(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     points
+}
+
+/// Says how far a scenario got, for the test's output.
+fn phase(started: Instant, what: &str) {
+    eprintln!("[{:6.1} s] {what}", started.elapsed().as_secs_f64());
 }
 
 /// Waits until every load has `count` more acknowledged writes than now.
@@ -547,7 +578,11 @@ async fn stored_points(db: &str) -> BTreeSet<Point> {
                     .unwrap_or_else(|| panic!("tag {name} in {row:?}"))
                     .to_owned()
             };
-            let key = format!("{MEASUREMENT},series={},writer={}", tag("series"), tag("writer"));
+            let key = format!(
+                "{MEASUREMENT},series={},writer={}",
+                tag("series"),
+                tag("writer")
+            );
             let seq = row["seq"]
                 .as_u64()
                 .unwrap_or_else(|| panic!("seq in {row:?}"));
@@ -559,6 +594,7 @@ async fn stored_points(db: &str) -> BTreeSet<Point> {
 /// Stops the loads, waits until Kafka holds every acknowledged point (the spool ships
 /// in the background), and checks each topic.
 async fn finish_and_check(loads: &mut [Load], scenario: &str) {
+    let started = Instant::now();
     for load in loads.iter_mut() {
         let acked = load.finish().await;
         let stored = stored_points(&load.db).await;
@@ -595,11 +631,16 @@ async fn finish_and_check(loads: &mut [Load], scenario: &str) {
             verdict.retry_duplicates,
         );
     }
+    phase(started, "checked");
     for load in loads.iter_mut() {
         if let Some(proxy) = load.proxy.take() {
             proxy.stop().await;
         }
     }
+    // every topic left behind makes each broker's restart after a crash slower
+    let topics: Vec<&str> = loads.iter().map(|l| l.topic.as_str()).collect();
+    let admin: AdminClient<DefaultClientContext> = client_config().create().expect("admin client");
+    let _ = admin.delete_topics(&topics, &AdminOptions::new()).await;
 }
 
 // ---------------------------------------------------------------- the tests
@@ -609,12 +650,19 @@ async fn finish_and_check(loads: &mut [Load], scenario: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killing_a_partition_leader_loses_and_reorders_nothing() {
     let _serial = CLUSTER.lock().await;
-    require_stack().await;
+    require_influxdb().await;
     require_cluster().await;
+    let started = Instant::now();
     let mut downed = Downed::default();
-    let mut loads = vec![Load::start(AckMode::Influx).await, Load::start(AckMode::All).await];
+    // A dead leader takes the cluster ~6-10 s to fence and replace: with a 2 s wait,
+    // `ack = "all"` writes get 503s meanwhile, and the writers retry them.
+    let mut loads = vec![
+        Load::start(AckMode::Influx, 2_000).await,
+        Load::start(AckMode::All, 2_000).await,
+    ];
     let topics: Vec<String> = loads.iter().map(|l| l.topic.clone()).collect();
     more_writes(&loads, PHASE_WRITES, "warm-up").await;
+    phase(started, "warmed up");
 
     // the leader of the first partition the `ack = "all"` proxy has written to
     let victim = {
@@ -636,11 +684,17 @@ async fn killing_a_partition_leader_loses_and_reorders_nothing() {
             .expect("a partition with records")
     };
     downed.kill(victim).await;
+    phase(started, &format!("broker {victim} killed"));
     wait_leadership_moved(&topics, victim).await;
+    phase(started, "new leaders elected");
     more_writes(&loads, PHASE_WRITES, "leader dead").await;
+    phase(started, &format!("{PHASE_WRITES} more writes per proxy"));
     downed.start(victim).await;
+    phase(started, &format!("broker {victim} started"));
     wait_in_isr(&topics, victim).await;
+    phase(started, &format!("broker {victim} in every ISR"));
     more_writes(&loads, PHASE_WRITES, "leader back").await;
+    phase(started, "load done");
     finish_and_check(&mut loads, &format!("kill -9 of broker {victim}")).await;
 }
 
@@ -649,19 +703,33 @@ async fn killing_a_partition_leader_loses_and_reorders_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rolling_restart_of_all_three_brokers_loses_and_reorders_nothing() {
     let _serial = CLUSTER.lock().await;
-    require_stack().await;
+    require_influxdb().await;
     require_cluster().await;
+    let started = Instant::now();
     let mut downed = Downed::default();
-    let mut loads = vec![Load::start(AckMode::Influx).await, Load::start(AckMode::All).await];
+    // the default wait: a clean stop moves leadership at once, so no write should fail
+    let mut loads = vec![
+        Load::start(AckMode::Influx, 30_000).await,
+        Load::start(AckMode::All, 30_000).await,
+    ];
     let topics: Vec<String> = loads.iter().map(|l| l.topic.clone()).collect();
     more_writes(&loads, PHASE_WRITES, "warm-up").await;
+    phase(started, "warmed up");
     for node in NODES {
         downed.stop(node).await;
+        phase(started, &format!("broker {node} stopped"));
         wait_leadership_moved(&topics, node).await;
         more_writes(&loads, PHASE_WRITES / 2, &format!("broker {node} stopped")).await;
+        phase(
+            started,
+            &format!("{} more writes per proxy", PHASE_WRITES / 2),
+        );
         downed.start(node).await;
+        phase(started, &format!("broker {node} started"));
         wait_in_isr(&topics, node).await;
+        phase(started, &format!("broker {node} in every ISR"));
         more_writes(&loads, PHASE_WRITES / 2, &format!("broker {node} back")).await;
     }
+    phase(started, "load done");
     finish_and_check(&mut loads, "rolling restart").await;
 }

@@ -284,13 +284,11 @@ mod tests {
 
     #[test]
     fn idempotence_cannot_be_configured_away() {
-        let configured: BTreeMap<String, String> = [
-            ("enable.idempotence", "false"),
-            ("linger.ms", "1"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
+        let configured: BTreeMap<String, String> =
+            [("enable.idempotence", "false"), ("linger.ms", "1")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
         let props = direct_properties(&configured);
         assert_eq!(props["enable.idempotence"], "true");
         assert_eq!(props["linger.ms"], "1");
