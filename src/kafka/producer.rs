@@ -11,10 +11,14 @@
 //! (a per-process id, the write's number in this process, the record's index in
 //! it), unique per record; a client's retry of a write is a new write and gets new
 //! ids, as InfluxDB stores it again too.
+//!
+//! A fatal producer error (librdkafka gave up on idempotence, e.g. a broker lost
+//! acknowledged data) makes a producer refuse every record for good: it is then
+//! replaced by a fresh one, so writes fail only while it happens.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -123,7 +127,9 @@ pub struct SendOutcome {
 
 /// The process-wide Kafka producer.
 pub struct TeeProducer {
-    producer: ThreadedProducer<TeeContext>,
+    /// Replaced after a fatal error; each send holds its own handle.
+    producer: RwLock<Arc<ThreadedProducer<TeeContext>>>,
+    config: ClientConfig,
     metrics: Metrics,
     queue_full_wait: Duration,
     /// Prefix of every `tee-id` of this process.
@@ -162,7 +168,8 @@ impl TeeProducer {
             metrics: metrics.clone(),
         })?;
         Ok(TeeProducer {
-            producer,
+            producer: RwLock::new(Arc::new(producer)),
+            config,
             metrics,
             queue_full_wait,
             instance: uuid::Uuid::new_v4().simple().to_string(),
@@ -170,8 +177,46 @@ impl TeeProducer {
         })
     }
 
+    /// The producer to use, replaced first if librdkafka declared it unusable.
+    fn current(&self) -> Arc<ThreadedProducer<TeeContext>> {
+        let producer = match self.producer.read() {
+            Ok(slot) => Arc::clone(&slot),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        };
+        let Some((code, reason)) = producer.client().fatal_error() else {
+            return producer;
+        };
+        let mut slot = match self.producer.write() {
+            Ok(slot) => slot,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if !Arc::ptr_eq(&slot, &producer) {
+            // another write already replaced it
+            return Arc::clone(&slot);
+        }
+        match self.config.create_with_context(TeeContext {
+            metrics: self.metrics.clone(),
+        }) {
+            Ok(fresh) => {
+                tracing::error!(?code, %reason, "fatal Kafka producer error: records not yet delivered fail; a new producer takes over");
+                let old = std::mem::replace(&mut *slot, Arc::new(fresh));
+                drop(producer);
+                // Dropping purges and flushes it (up to 500 ms): not on this thread.
+                let _ = std::thread::Builder::new()
+                    .name("kafka-drop".into())
+                    .spawn(move || drop(old));
+                Arc::clone(&slot)
+            }
+            Err(error) => {
+                tracing::error!(?code, %reason, %error, "fatal Kafka producer error, and no new producer can be made");
+                producer
+            }
+        }
+    }
+
     /// Hands every record of a write to librdkafka, waiting for room while its queue is full.
     pub async fn send(&self, batch: &RecordBatch, headers: &[(&str, &str)]) -> SendOutcome {
+        let producer = self.current();
         let ack = WriteAck::new();
         let mut shared = OwnedHeaders::new_with_capacity(headers.len());
         for (key, value) in headers {
@@ -206,7 +251,7 @@ impl TeeProducer {
             }
             loop {
                 ack.pending.fetch_add(1, Ordering::AcqRel);
-                match self.producer.send(base) {
+                match producer.send(base) {
                     Ok(()) => {
                         self.metrics
                             .kafka_records
@@ -256,7 +301,7 @@ impl TeeProducer {
     pub async fn check_reachable(self: &Arc<Self>, timeout: Duration) -> Result<(), String> {
         let this = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
-            this.producer
+            this.current()
                 .client()
                 .fetch_metadata(None, timeout)
                 .map(|_| ())
@@ -270,8 +315,9 @@ impl TeeProducer {
     pub async fn flush(self: &Arc<Self>, timeout: Duration) -> usize {
         let this = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
-            let _ = this.producer.flush(timeout);
-            this.producer.in_flight_count().max(0) as usize
+            let producer = this.current();
+            let _ = producer.flush(timeout);
+            producer.in_flight_count().max(0) as usize
         })
         .await
         .unwrap_or(0)
@@ -281,6 +327,37 @@ impl TeeProducer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_producer_with_a_fatal_error_is_replaced() {
+        let properties: BTreeMap<String, String> =
+            [("bootstrap.servers".to_owned(), "127.0.0.1:1".to_owned())].into();
+        let tee = TeeProducer::new(&properties, Metrics::new(), Duration::from_millis(10))
+            .expect("producer");
+        let first = tee.current();
+        assert!(first.client().fatal_error().is_none());
+        // librdkafka's own hook for fabricating the fatal errors idempotence can raise.
+        // SAFETY: a live client's handle and a NUL-terminated reason.
+        let injected = unsafe {
+            rdkafka::bindings::rd_kafka_test_fatal_error(
+                first.client().native_ptr(),
+                rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+                c"injected by the test".as_ptr(),
+            )
+        };
+        assert_eq!(
+            injected,
+            rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+        );
+        assert!(first.client().fatal_error().is_some());
+        let second = tee.current();
+        assert!(
+            !Arc::ptr_eq(&first, &second),
+            "the producer was not replaced"
+        );
+        assert!(second.client().fatal_error().is_none());
+        assert!(Arc::ptr_eq(&second, &tee.current()));
+    }
 
     #[test]
     fn idempotence_cannot_be_configured_away() {
