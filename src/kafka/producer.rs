@@ -369,6 +369,22 @@ mod tests {
         let props = direct_properties(&configured);
         assert_eq!(props["enable.idempotence"], "true");
         assert_eq!(props["linger.ms"], "1");
+        // and librdkafka refuses, at start, what idempotence cannot work with
+        for (key, value) in [
+            ("acks", "1"),
+            ("max.in.flight.requests.per.connection", "6"),
+            ("retries", "0"),
+        ] {
+            let properties: BTreeMap<String, String> = [
+                ("bootstrap.servers".to_owned(), "127.0.0.1:1".to_owned()),
+                (key.to_owned(), value.to_owned()),
+            ]
+            .into();
+            assert!(
+                TeeProducer::new(&properties, Metrics::new(), Duration::from_millis(10)).is_err(),
+                "{key}={value} accepted"
+            );
+        }
     }
 
     #[test]
