@@ -454,7 +454,7 @@ async fn write_steadily(
         acked.fetch_add(1, Ordering::AcqRel);
         seq += 1;
         // steady, not flat out: two cores serve the three brokers, InfluxDB and us
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
     points
 }
