@@ -504,7 +504,8 @@ fn check(
 ) -> Verdict {
     let mut by_tee_id: HashMap<&str, &[u8]> = HashMap::new();
     let mut partition_of: HashMap<String, i32> = HashMap::new();
-    let mut last_seq: HashMap<String, u64> = HashMap::new();
+    // per series: the last sequence number seen, and its record's value
+    let mut last: HashMap<String, (u64, &[u8])> = HashMap::new();
     let mut in_kafka = BTreeSet::new();
     let mut tee_id_duplicates = 0;
     let mut retry_duplicates = 0;
@@ -535,13 +536,20 @@ fn check(
             "{mode}: series {key} in partitions {partition} and {}",
             record.partition
         );
-        match last_seq.insert(key.clone(), seq) {
-            Some(previous) if seq < previous => panic!(
+        match last.insert(key.clone(), (seq, &record.value)) {
+            Some((previous, _)) if seq < previous => panic!(
                 "{mode}: series {key} reordered in partition {partition}: {seq} after {previous} (offset {})",
                 record.offset
             ),
             // the same point again under a new tee-id: the client retried a refused write
-            Some(previous) if seq == previous => retry_duplicates += 1,
+            Some((previous, earlier)) if seq == previous => {
+                assert_eq!(
+                    earlier,
+                    &record.value[..],
+                    "{mode}: series {key}: two different records for point {seq}"
+                );
+                retry_duplicates += 1;
+            }
             _ => {}
         }
         in_kafka.insert((key, seq));
