@@ -19,6 +19,10 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// Cap on a write body, both as received and after gzip decompression.
     pub max_body_bytes: usize,
+    /// Bytes of write bodies in memory at once, process-wide (as received plus
+    /// decompressed); past it a write waits `inflight_wait_ms`, then gets 503.
+    pub max_inflight_bytes: usize,
+    pub inflight_wait_ms: u64,
     /// What to do with lines that carry no timestamp.
     pub timestamps: TimestampMode,
     pub upstream: UpstreamConfig,
@@ -38,6 +42,10 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8086)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9187)),
             max_body_bytes: 32 * 1024 * 1024,
+            // Two largest gzip writes at once (as received and inflated), which with the
+            // parse and records of a body keeps the proxy inside a 512 MiB container.
+            max_inflight_bytes: 128 * 1024 * 1024,
+            inflight_wait_ms: 1_000,
             timestamps: TimestampMode::Stamp,
             upstream: UpstreamConfig::default(),
             kafka: KafkaConfig::default(),
@@ -519,6 +527,15 @@ impl Config {
         if self.listen == self.admin_listen {
             return Err(format!("listen and admin_listen are both {}", self.listen));
         }
+        // A gzip write of the largest size holds it twice: as received and inflated.
+        if self.max_inflight_bytes < 2 * self.max_body_bytes {
+            return Err(format!(
+                "max_inflight_bytes = {} cannot hold one gzip write of max_body_bytes = {} (as received and inflated: {})",
+                self.max_inflight_bytes,
+                self.max_body_bytes,
+                2 * self.max_body_bytes
+            ));
+        }
         if !self.upstream.is_none() {
             if self.upstream.timeout_ms == 0 {
                 return Err("upstream.timeout_ms = 0: every forwarded write would time out".into());
@@ -729,6 +746,10 @@ mod tests {
         refused(&|c| c.spool.segment_bytes = 100, "segment_bytes");
         refused(&|c| c.spool.fsync_interval_ms = 0, "fsync_interval_ms");
         refused(&|c| c.max_body_bytes = 0, "max_body_bytes");
+        refused(
+            &|c| c.max_inflight_bytes = c.max_body_bytes,
+            "max_inflight_bytes",
+        );
         refused(&|c| c.max_body_bytes = 1 << 30, "max_body_bytes");
         refused(&|c| c.upstream.timeout_ms = 0, "upstream.timeout_ms");
         refused(&|c| c.upstream.connect_timeout_ms = 0, "connect_timeout_ms");

@@ -54,6 +54,11 @@ pub fn build_pipeline(config: &Config) -> anyhow::Result<Arc<WritePipeline>> {
     } else {
         None
     };
+    let budget = crate::write::budget::BodyBudget::new(
+        config.max_inflight_bytes,
+        Duration::from_millis(config.inflight_wait_ms),
+        metrics.registry(),
+    );
     Ok(Arc::new(WritePipeline {
         upstream,
         producer: Arc::new(producer),
@@ -69,6 +74,7 @@ pub fn build_pipeline(config: &Config) -> anyhow::Result<Arc<WritePipeline>> {
             body_pace: body_pace(&config.http),
         },
         in_flight: Default::default(),
+        budget,
     }))
 }
 

@@ -10,6 +10,7 @@ use http::HeaderMap;
 use http_body_util::BodyExt;
 
 use super::error::ProxyError;
+use crate::write::budget::BodyAccount;
 use crate::write::request::Server;
 
 /// A write body as received, plus the line protocol the server will read from it.
@@ -23,6 +24,8 @@ pub struct WriteBody {
     /// know, gzip that does not decompress): the proxy forwards it as it came and
     /// relays the server's answer.
     pub refused: Option<ProxyError>,
+    /// The bytes this body holds against `max_inflight_bytes`, given back on drop.
+    pub budget: Option<crate::write::budget::BudgetPermit>,
 }
 
 /// How `server` reads `Content-Encoding` (the first value, as Go's `Header.Get` and
@@ -67,6 +70,19 @@ pub async fn read_capped(
     limit: usize,
     server: Server,
 ) -> Result<WriteBody, ProxyError> {
+    read_capped_within(body, headers, limit, server, None).await
+}
+
+/// [`read_capped`], holding every byte it keeps in memory against `account` first:
+/// the `Content-Length` before reading, chunks as they come without one, then the
+/// decompressed copy.
+pub async fn read_capped_within(
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+    server: Server,
+    mut account: Option<&mut BodyAccount<'_>>,
+) -> Result<WriteBody, ProxyError> {
     if let Some(length) = headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -75,12 +91,15 @@ pub async fn read_capped(
         if length > limit as u64 {
             return Err(ProxyError::BodyTooLarge { limit });
         }
+        if let Some(account) = account.as_deref_mut() {
+            account.hold(length as usize).await?;
+        }
     }
     let gzipped = match decoding(headers, server) {
         Err(refusal) if server.proxy_decides() => return Err(refusal),
         decided => decided,
     };
-    let raw = collect_capped(body, limit).await?;
+    let raw = collect_capped(body, limit, account.as_deref_mut()).await?;
     let (gzipped, decoded, refused) = match gzipped {
         Err(refusal) => (false, Bytes::new(), Some(refusal)),
         Ok(false) => (false, raw.clone(), None),
@@ -90,8 +109,13 @@ pub async fn read_capped(
             Bytes::new(),
             Some(ProxyError::BadGzip("gzip: EOF".to_owned())),
         ),
-        Ok(true) => match gunzip_capped(&raw, limit) {
-            Ok(decoded) => (true, decoded, None),
+        Ok(true) => match gunzip_off_the_runtime(&raw, limit).await {
+            Ok(decoded) => {
+                if let Some(account) = account.as_deref_mut() {
+                    account.hold(raw.len() + decoded.len()).await?;
+                }
+                (true, decoded, None)
+            }
             Err(ProxyError::BadGzip(reason)) if !server.proxy_decides() => {
                 (true, Bytes::new(), Some(ProxyError::BadGzip(reason)))
             }
@@ -99,6 +123,7 @@ pub async fn read_capped(
         },
     };
     Ok(WriteBody {
+        budget: None,
         raw,
         decoded,
         gzipped,
@@ -106,7 +131,25 @@ pub async fn read_capped(
     })
 }
 
-async fn collect_capped(mut body: Body, limit: usize) -> Result<Bytes, ProxyError> {
+/// Bodies this large are inflated on a blocking thread, so one big gzip write does not
+/// hold up the other connections of its runtime worker.
+const GUNZIP_INLINE_MAX: usize = 64 * 1024;
+
+async fn gunzip_off_the_runtime(compressed: &Bytes, limit: usize) -> Result<Bytes, ProxyError> {
+    if compressed.len() <= GUNZIP_INLINE_MAX {
+        return gunzip_capped(compressed, limit);
+    }
+    let compressed = compressed.clone();
+    tokio::task::spawn_blocking(move || gunzip_capped(&compressed, limit))
+        .await
+        .unwrap_or_else(|error| Err(ProxyError::BadGzip(format!("gzip: {error}"))))
+}
+
+async fn collect_capped(
+    mut body: Body,
+    limit: usize,
+    mut account: Option<&mut BodyAccount<'_>>,
+) -> Result<Bytes, ProxyError> {
     let mut first: Option<Bytes> = None;
     let mut buffer: Option<BytesMut> = None;
     let mut total = 0usize;
@@ -124,6 +167,9 @@ async fn collect_capped(mut body: Body, limit: usize) -> Result<Bytes, ProxyErro
         total += chunk.len();
         if total > limit {
             return Err(ProxyError::BodyTooLarge { limit });
+        }
+        if let Some(account) = account.as_deref_mut() {
+            account.hold(total).await?;
         }
         // A body that arrives in one chunk is kept as it is, without a copy.
         match (&mut first, &mut buffer) {

@@ -41,6 +41,9 @@ pub enum ProxyError {
     InvalidLineProtocol(String),
     #[error("upstream InfluxDB is unavailable: {0}")]
     UpstreamUnavailable(String),
+    /// Write bodies in memory are at `max_inflight_bytes`: the proxy's own safety.
+    #[error("{0}")]
+    Busy(String),
     #[error("Kafka did not acknowledge the write: {0}")]
     KafkaUnavailable(String),
     /// The spool has no room (`when_full = "reject"`); refused before forwarding, so InfluxDB and Kafka stay equal.
@@ -63,6 +66,7 @@ impl ProxyError {
             | ProxyError::InvalidParameter(_)
             | ProxyError::InvalidLineProtocol(_) => StatusCode::BAD_REQUEST,
             ProxyError::UpstreamUnavailable(_)
+            | ProxyError::Busy(_)
             | ProxyError::KafkaUnavailable(_)
             | ProxyError::SpoolFull(_)
             | ProxyError::SpoolFailed(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -2,6 +2,7 @@
 //! time, forward to InfluxDB, relay its answer, and tee what it stored to Kafka.
 
 pub mod accepted;
+pub mod budget;
 pub mod request;
 pub mod stamp;
 pub mod translate;
@@ -14,7 +15,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response};
 
 use crate::config::{AckMode, TimestampMode};
-use crate::http::body::{read_capped, WriteBody};
+use crate::http::body::{read_capped_within, WriteBody};
 use crate::http::error::{Dialect, ProxyError};
 use crate::kafka::{Encoder, TeePoint, TeeProducer, TopicVars};
 use crate::line_protocol::{self, Line, ParseOptions};
@@ -47,6 +48,8 @@ pub struct WritePipeline {
     pub settings: WriteSettings,
     /// Writes running in their own task, which may outlive their client's connection.
     pub in_flight: Arc<InFlight>,
+    /// Write-body bytes in memory, process-wide (`max_inflight_bytes`).
+    pub budget: budget::BodyBudget,
 }
 
 /// Counts the writes in flight, so shutdown can wait for those whose client left.
@@ -155,7 +158,17 @@ impl WritePipeline {
         };
         let body =
             crate::http::timed_body::TimedBody::new(body, self.settings.body_pace).into_body();
-        let body = read_capped(body, &parts.headers, self.settings.max_body_bytes, server).await?;
+        let mut account = budget::BodyAccount::open(&self.budget, endpoint_label(dialect));
+        let mut body = read_capped_within(
+            body,
+            &parts.headers,
+            self.settings.max_body_bytes,
+            server,
+            Some(&mut account),
+        )
+        .await?;
+        // The bytes stay counted until the write is done, teed included.
+        body.budget = Some(account.permit);
 
         // From here on the write runs to completion, and is teed, whether or not the
         // client waits for the answer: InfluxDB stores it either way.
