@@ -111,7 +111,7 @@ pub async fn read_capped_within(
         ),
         Ok(true) => match gunzip_off_the_runtime(&raw, limit).await {
             Ok(decoded) => {
-                if let Some(account) = account.as_deref_mut() {
+                if let Some(account) = account {
                     account.hold(raw.len() + decoded.len()).await?;
                 }
                 (true, decoded, None)
