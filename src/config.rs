@@ -74,6 +74,8 @@ pub struct UpstreamConfig {
     pub version_probe_interval_ms: u64,
     /// Add `X-Forwarded-For` and `Forwarded` naming the client to forwarded requests.
     pub forwarded_headers: bool,
+    /// Bounds of reading back a partial write whose answer does not say what was stored.
+    pub readback: crate::write::readback::ReadbackConfig,
 }
 
 impl Default for UpstreamConfig {
@@ -88,6 +90,7 @@ impl Default for UpstreamConfig {
             retry_after_seconds: 5,
             version_probe_interval_ms: 60_000,
             forwarded_headers: true,
+            readback: Default::default(),
         }
     }
 }

@@ -87,6 +87,46 @@ impl BufferedResponse {
     }
 }
 
+impl BufferedResponse {
+    /// InfluxDB 1.x puts the first 1024 bytes of an error in `X-Influxdb-Error`; the
+    /// client drops that header when it holds bytes HTTP forbids (a refused line's
+    /// control characters). Rebuilds it from the body as Go's server writes it (CR and
+    /// LF as spaces, trimmed), with the other forbidden bytes as spaces too.
+    pub fn restore_influxdb1_error_header(&mut self) {
+        const NAME: &str = "x-influxdb-error";
+        let from_influxdb1 = self
+            .headers
+            .get("X-Influxdb-Version")
+            .is_some_and(|v| v.as_bytes().starts_with(b"1."));
+        // 1.x answers 401 with `WWW-Authenticate` instead.
+        if !from_influxdb1
+            || self.status.is_success()
+            || self.status == StatusCode::UNAUTHORIZED
+            || self.headers.contains_key(NAME)
+        {
+            return;
+        }
+        let Some(message) = self.error_message() else {
+            return;
+        };
+        let bytes = &message.as_bytes()[..message.len().min(1024)];
+        let sanitized: Vec<u8> = bytes
+            .iter()
+            .map(|&b| {
+                if (b < 0x20 && b != b'\t') || b == 0x7f {
+                    b' '
+                } else {
+                    b
+                }
+            })
+            .collect();
+        let trimmed = sanitized.trim_ascii();
+        if let Ok(value) = http::HeaderValue::from_bytes(trimmed) {
+            self.headers.insert(NAME, value);
+        }
+    }
+}
+
 /// The first of `keys` found in a MessagePack map of strings to strings. Other
 /// value types end the search: InfluxDB's error bodies are flat string maps.
 fn msgpack_map_str(body: &[u8], keys: &[&str]) -> Option<String> {
@@ -168,6 +208,10 @@ impl Upstream {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_millis(config.pool_idle_timeout_ms))
             .pool_max_idle_per_host(64)
+            // InfluxDB 1.x copies a refused line, control bytes and all, into
+            // `X-Influxdb-Error`: drop that header line rather than the whole answer
+            // (the write path rebuilds it from the body).
+            .http1_ignore_invalid_headers_in_responses(true)
             .build(connector);
         Ok(Arc::new(Upstream {
             client,
@@ -202,6 +246,7 @@ impl Upstream {
     ) -> Result<BufferedResponse, UpstreamError> {
         let exchange = async {
             let response = self.client.request(request).await.map_err(connect_error)?;
+            self.observe(response.headers());
             let (parts, body) = response.into_parts();
             let body = body
                 .collect()
@@ -233,7 +278,63 @@ impl Upstream {
             None => exchange.await,
         }
         .map_err(connect_error)?;
+        self.observe(response.headers());
         Ok(response.map(Body::new))
+    }
+
+    /// Sends a request and reads at most `max_bytes` of its answer within `limit`.
+    pub async fn send_capped(
+        &self,
+        request: Request<Body>,
+        max_bytes: usize,
+        limit: Duration,
+    ) -> Result<BufferedResponse, UpstreamError> {
+        let exchange = async {
+            let response = self.client.request(request).await.map_err(connect_error)?;
+            self.observe(response.headers());
+            let (parts, body) = response.into_parts();
+            let body = http_body_util::Limited::new(body, max_bytes)
+                .collect()
+                .await
+                .map_err(|e| UpstreamError::Connect(e.to_string()))?
+                .to_bytes();
+            Ok(BufferedResponse {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            })
+        };
+        tokio::time::timeout(limit, exchange)
+            .await
+            .map_err(|_| UpstreamError::Timeout(limit))?
+    }
+
+    /// Learns the upstream's version from any answer's `X-Influxdb-Version`: a `/ping`
+    /// that failed at start, or an upstream replaced behind the same address, must
+    /// not leave the proxy parsing for the wrong server until the next probe.
+    fn observe(&self, headers: &HeaderMap) {
+        let Some(version) = headers
+            .get("X-Influxdb-Version")
+            .and_then(|v| v.to_str().ok())
+        else {
+            return;
+        };
+        let known = self
+            .identity
+            .read()
+            .is_ok_and(|identity| identity.version.as_deref() == Some(version));
+        if known {
+            return;
+        }
+        let identity = UpstreamIdentity {
+            version: Some(version.to_owned()),
+            build: headers
+                .get("X-Influxdb-Build")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        };
+        tracing::info!(version, "upstream version learnt from an answer");
+        self.learn(&identity);
     }
 
     /// Reads `/ping` and remembers what the upstream says it is.
@@ -260,6 +361,12 @@ impl Upstream {
             version: header("X-Influxdb-Version"),
             build: header("X-Influxdb-Build"),
         };
+        self.learn(&identity);
+        Ok(identity)
+    }
+
+    /// Remembers what the upstream is and which API it speaks.
+    fn learn(&self, identity: &UpstreamIdentity) {
         let api = match identity.version.as_deref() {
             Some(v) if v.starts_with("1.") => API_V1,
             Some(v) if v.starts_with("v2") || v.starts_with("2.") => API_V2,
@@ -284,7 +391,6 @@ impl Upstream {
         if let Ok(mut current) = self.identity.write() {
             *current = identity.clone();
         }
-        Ok(identity)
     }
 
     /// The API the upstream speaks: configured, else detected, else assumed v2.
