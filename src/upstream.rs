@@ -17,6 +17,9 @@ use hyper_util::rt::TokioExecutor;
 use crate::config::{UpstreamApi, UpstreamConfig};
 use crate::metrics::Metrics;
 
+mod head_sanitizer;
+use head_sanitizer::SanitizingConnector;
+
 /// Why a forwarded request got no answer from the upstream.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -179,6 +182,9 @@ pub struct UpstreamIdentity {
 /// The upstream InfluxDB.
 pub struct Upstream {
     client: Client<HttpConnector, Body>,
+    /// For writes, probes and read-backs, whose answers are buffered: control bytes in
+    /// their heads become spaces ([`head_sanitizer`]).
+    buffered_client: Client<SanitizingConnector, Body>,
     base: Uri,
     timeout: Duration,
     passthrough_timeout: Option<Duration>,
@@ -205,16 +211,17 @@ impl Upstream {
         connector.set_connect_timeout(Some(Duration::from_millis(config.connect_timeout_ms)));
         connector.set_nodelay(true);
         connector.set_keepalive(Some(Duration::from_secs(60)));
-        let client = Client::builder(TokioExecutor::new())
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
             .pool_idle_timeout(Duration::from_millis(config.pool_idle_timeout_ms))
             .pool_max_idle_per_host(64)
             // InfluxDB 1.x copies a refused line, control bytes and all, into
             // `X-Influxdb-Error`: drop that header line rather than the whole answer
             // (the write path rebuilds it from the body).
-            .http1_ignore_invalid_headers_in_responses(true)
-            .build(connector);
+            .http1_ignore_invalid_headers_in_responses(true);
         Ok(Arc::new(Upstream {
-            client,
+            buffered_client: builder.build(SanitizingConnector(connector.clone())),
+            client: builder.build(connector),
             base,
             timeout: Duration::from_millis(config.timeout_ms),
             passthrough_timeout: (config.passthrough_timeout_ms > 0)
@@ -245,7 +252,7 @@ impl Upstream {
         request: Request<Body>,
     ) -> Result<BufferedResponse, UpstreamError> {
         let exchange = async {
-            let response = self.client.request(request).await.map_err(connect_error)?;
+            let response = self.request_buffered(request).await?;
             self.observe(response.headers());
             let (parts, body) = response.into_parts();
             let body = body
@@ -290,7 +297,7 @@ impl Upstream {
         limit: Duration,
     ) -> Result<BufferedResponse, UpstreamError> {
         let exchange = async {
-            let response = self.client.request(request).await.map_err(connect_error)?;
+            let response = self.request_buffered(request).await?;
             self.observe(response.headers());
             let (parts, body) = response.into_parts();
             let body = http_body_util::Limited::new(body, max_bytes)
@@ -307,6 +314,20 @@ impl Upstream {
         tokio::time::timeout(limit, exchange)
             .await
             .map_err(|_| UpstreamError::Timeout(limit))?
+    }
+
+    /// Sends on the sanitizing client, but for `HEAD`: its answer's head announces a
+    /// body that does not follow, which the sanitizer cannot know.
+    async fn request_buffered(
+        &self,
+        request: Request<Body>,
+    ) -> Result<Response<hyper::body::Incoming>, UpstreamError> {
+        if request.method() == Method::HEAD {
+            self.client.request(request).await
+        } else {
+            self.buffered_client.request(request).await
+        }
+        .map_err(connect_error)
     }
 
     /// Learns the upstream's version from any answer's `X-Influxdb-Version`: a `/ping`

@@ -430,4 +430,84 @@ mod tests {
         );
         assert_eq!(conflict.input_type, "integer");
     }
+
+    fn fates(accepted: &Accepted, body: &str) -> Vec<Fate> {
+        let options = crate::line_protocol::ParseOptions::influxdb1(Default::default());
+        let lines: Vec<Line<'_>> = crate::line_protocol::lines(body.as_bytes(), options).collect();
+        accepted
+            .verdict(&lines, |point| point.timestamp().unwrap_or(0))
+            .fates
+    }
+
+    #[test]
+    fn influxdb3_numbers_lines_without_blanks_and_comments() {
+        let body = "# c\ncpu v=1\n\ncpu v=\n";
+        // InfluxDB 3 numbers the lines of its parser, `parse_lines(lp).enumerate()`.
+        let v3_refused: Vec<usize> = influxdb_line_protocol::parse_lines(body)
+            .enumerate()
+            .filter(|(_, line)| line.is_err())
+            .map(|(index, _)| index + 1)
+            .collect();
+        assert_eq!(v3_refused, [2]);
+        let answer = BufferedResponse {
+            status: StatusCode::BAD_REQUEST,
+            headers: http::HeaderMap::new(),
+            body: br#"{"error":"partial write of line protocol occurred","data":[{"original_line":"cpu v=","line_number":2,"error_message":"x"}]}"#
+                .to_vec()
+                .into(),
+        };
+        let accepted = Accepted::from_answer(&answer);
+        assert_eq!(fates(&accepted, body), [Fate::Stored, Fate::Dropped]);
+    }
+
+    fn conflict(dropped: u64) -> Accepted {
+        let message = format!("partial write: field type conflict: input field \"v\" on measurement \"m\" is type integer, already exists as type float dropped={dropped}");
+        Accepted::from_response(StatusCode::BAD_REQUEST, Some(&message))
+    }
+
+    #[test]
+    fn one_shard_group_and_one_conflict_is_told_by_the_answer() {
+        let body = "m v=1i 1\nm v=2 2\nm,time=x v=3 3\nm v=4i 4\n";
+        assert_eq!(
+            fates(&conflict(3), body),
+            [Fate::Dropped, Fate::Stored, Fate::Dropped, Fate::Dropped]
+        );
+    }
+
+    #[test]
+    fn another_conflict_or_shard_group_needs_a_read_back() {
+        // dropped=2 but one point is named: another conflict hides in the group.
+        let body = "m v=1i 1\nm w=2i 2\nm v=3 3\n";
+        assert_eq!(
+            fates(&conflict(2), body),
+            [Fate::Unknown, Fate::Unknown, Fate::Unknown]
+        );
+        // Two shard groups (hours apart): the count covers one of them only.
+        let body = "m v=1i 1\nm v=2i 7200000000000\nm,time=x v=1 3\n";
+        assert_eq!(
+            fates(&conflict(1), body),
+            [Fate::Unknown, Fate::Unknown, Fate::Dropped]
+        );
+        let body = "m v=1 1\nm v=1i 7200000000000\n";
+        assert_eq!(
+            fates(&Accepted::ShardGroupRefused, body),
+            [Fate::Unknown, Fate::Unknown]
+        );
+        let body = "m v=1 1\nm v=1i 2\n";
+        assert_eq!(
+            fates(&Accepted::ShardGroupRefused, body),
+            [Fate::Dropped, Fate::Dropped]
+        );
+    }
+
+    #[test]
+    fn lines_1x_could_not_parse_are_not_stored() {
+        let message = "partial write: unable to parse 'm v=2u 2': invalid number dropped=0";
+        let accepted = Accepted::from_response(StatusCode::BAD_REQUEST, Some(message));
+        let options = crate::line_protocol::ParseOptions::influxdb2(Default::default());
+        let body = "m v=1i 1\n  m v=2u 2\n";
+        let lines: Vec<Line<'_>> = crate::line_protocol::lines(body.as_bytes(), options).collect();
+        let verdict = accepted.verdict(&lines, |point| point.timestamp().unwrap_or(0));
+        assert_eq!(verdict.fates, [Fate::Stored, Fate::Dropped]);
+    }
 }

@@ -1,0 +1,240 @@
+//! A connection to the upstream whose answer heads have the control bytes HTTP
+//! forbids replaced by spaces before hyper reads them.
+//!
+//! InfluxDB 1.x copies a refused line into `X-Influxdb-Error`, control bytes and all.
+//! hyper can skip a header line with most of them, but a NUL fails the whole answer
+//! (httparse refuses it even when told to ignore invalid headers), and the client would
+//! get a 503 for a write InfluxDB stored. Only heads are touched: bodies are skipped by
+//! their `Content-Length`; an answer framed otherwise (chunked, until close) ends the
+//! sanitizing for its connection, so a body is never altered. Used for requests whose
+//! answers have a body exactly when their head says so (no `HEAD`).
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use http::Uri;
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// A head longer than this is passed on untouched (hyper refuses it anyway).
+const MAX_HEAD: usize = 64 * 1024;
+
+/// [`HttpConnector`] whose connections sanitize answer heads.
+#[derive(Clone)]
+pub struct SanitizingConnector(pub HttpConnector);
+
+impl tower_service::Service<Uri> for SanitizingConnector {
+    type Response = TokioIo<HeadSanitizer<TcpStream>>;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let connecting = self.0.call(uri);
+        Box::pin(async move {
+            let stream = connecting.await?.into_inner();
+            Ok(TokioIo::new(HeadSanitizer::new(stream)))
+        })
+    }
+}
+
+/// Where the reader is in the stream of answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Head,
+    Body(u64),
+    /// Framing this scanner does not follow: leave the rest alone.
+    Untouched,
+}
+
+/// Sanitizes the heads of the answers read from `inner`.
+pub struct HeadSanitizer<T> {
+    inner: T,
+    phase: Phase,
+    head: Vec<u8>,
+}
+
+impl<T> HeadSanitizer<T> {
+    pub fn new(inner: T) -> Self {
+        HeadSanitizer {
+            inner,
+            phase: Phase::Head,
+            head: Vec::new(),
+        }
+    }
+
+    /// Sanitizes the heads in freshly read bytes.
+    fn scan(&mut self, mut data: &mut [u8]) {
+        while !data.is_empty() {
+            match self.phase {
+                Phase::Untouched => return,
+                Phase::Body(remaining) => {
+                    let skip = remaining.min(data.len() as u64);
+                    self.phase = match remaining - skip {
+                        0 => Phase::Head,
+                        left => Phase::Body(left),
+                    };
+                    data = &mut data[skip as usize..];
+                }
+                Phase::Head => {
+                    let mut used = 0;
+                    for byte in data.iter_mut() {
+                        used += 1;
+                        if (*byte < 0x20 && !matches!(*byte, b'\t' | b'\r' | b'\n'))
+                            || *byte == 0x7f
+                        {
+                            *byte = b' ';
+                        }
+                        self.head.push(*byte);
+                        if self.head.ends_with(b"\r\n\r\n") {
+                            self.phase = next_phase(&self.head);
+                            self.head.clear();
+                            break;
+                        }
+                        if self.head.len() > MAX_HEAD {
+                            self.phase = Phase::Untouched;
+                            self.head = Vec::new();
+                            break;
+                        }
+                    }
+                    data = &mut data[used..];
+                }
+            }
+        }
+    }
+}
+
+/// What follows a complete head: nothing (1xx, 204, 304, `Content-Length: 0`), a
+/// body of known length, or framing left alone.
+fn next_phase(head: &[u8]) -> Phase {
+    let mut lines = head.split(|b| *b == b'\n').map(<[u8]>::trim_ascii);
+    let status = lines
+        .next()
+        .and_then(|line| line.split(|b| *b == b' ').nth(1))
+        .and_then(|code| std::str::from_utf8(code).ok()?.parse::<u16>().ok());
+    match status {
+        Some(100..=199 | 204 | 304) => return Phase::Head,
+        Some(_) => {}
+        None => return Phase::Untouched,
+    }
+    let mut length = None;
+    for line in lines {
+        let Some(colon) = line.iter().position(|b| *b == b':') else {
+            continue;
+        };
+        let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
+        if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            return Phase::Untouched;
+        }
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let parsed = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
+            match (length, parsed) {
+                (None, Some(n)) => length = Some(n),
+                (Some(a), Some(b)) if a == b => {}
+                _ => return Phase::Untouched,
+            }
+        }
+    }
+    match length {
+        Some(0) => Phase::Head,
+        Some(n) => Phase::Body(n),
+        None => Phase::Untouched,
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for HeadSanitizer<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
+        let this = &mut *self;
+        this.scan(&mut buf.filled_mut()[before..]);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for HeadSanitizer<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl Connection for HeadSanitizer<TcpStream> {
+    fn connected(&self) -> Connected {
+        self.inner.connected()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scanned(chunks: &[&[u8]]) -> (Vec<u8>, Phase) {
+        let mut sanitizer = HeadSanitizer::new(());
+        let mut out = Vec::new();
+        for chunk in chunks {
+            let mut bytes = chunk.to_vec();
+            sanitizer.scan(&mut bytes);
+            out.extend_from_slice(&bytes);
+        }
+        (out, sanitizer.phase)
+    }
+
+    #[test]
+    fn control_bytes_in_heads_become_spaces_and_bodies_stay() {
+        let first = b"HTTP/1.1 400 Bad Request\r\nX-Influxdb-Error: a\x00b\x01\x7f\r\nContent-Length: 3\r\n\r\n\x00\x01\x02";
+        let second = b"HTTP/1.1 204 No Content\r\nX-E: \x00\r\n\r\nHTTP/1.1 200 OK\r\nX: \x1f\r\n";
+        // Split mid-head and mid-body: reads end anywhere.
+        let (out, phase) = scanned(&[&first[..30], &first[30..70], &first[70..], second]);
+        let mut expected = b"HTTP/1.1 400 Bad Request\r\nX-Influxdb-Error: a b  \r\nContent-Length: 3\r\n\r\n\x00\x01\x02".to_vec();
+        expected.extend_from_slice(
+            b"HTTP/1.1 204 No Content\r\nX-E:  \r\n\r\nHTTP/1.1 200 OK\r\nX:  \r\n",
+        );
+        assert_eq!(out, expected);
+        assert_eq!(phase, Phase::Head);
+    }
+
+    #[test]
+    fn other_framing_is_left_alone() {
+        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\n\x00\r\n";
+        let (out, phase) = scanned(&[chunked]);
+        assert_eq!(out, chunked);
+        assert_eq!(phase, Phase::Untouched);
+        let until_close = b"HTTP/1.1 200 OK\r\n\r\n\x00";
+        assert_eq!(scanned(&[until_close]).0, until_close);
+    }
+}
