@@ -34,6 +34,14 @@ struct Target {
 
 impl Target {
     async fn new(server: Server, prefix: &str) -> Target {
+        Target::with_config(server, prefix, |_| {}).await
+    }
+
+    async fn with_config(
+        server: Server,
+        prefix: &str,
+        adjust: impl FnOnce(&mut influx_tee::config::Config),
+    ) -> Target {
         require_stack().await;
         let name = unique(prefix);
         let topic = unique(&format!("it.{prefix}"));
@@ -47,7 +55,9 @@ impl Target {
                 influxdb2_url()
             }
         };
-        let proxy = start_proxy(config(&upstream, &topic)).await;
+        let mut config = config(&upstream, &topic);
+        adjust(&mut config);
+        let proxy = start_proxy(config).await;
         Target {
             server,
             name,
@@ -215,7 +225,15 @@ async fn new_field_of_two_types_across_groups(server: Server) {
             T0 + 3 * WEEK_NS + 1
         ))
         .await;
-    assert!(status >= 400, "{status} {body}");
+    match server {
+        // 1.x checks the batch against the fields it held before, then fails to
+        // create `a` twice: the whole group is refused, without "partial write".
+        Server::Influx1 => assert_eq!(
+            (status, body.as_str()),
+            (400, "{\"error\":\"field type conflict\"}\n")
+        ),
+        Server::Influx2 => assert!(body.contains("partial write"), "{status} {body}"),
+    }
     let rows = target.assert_kafka_equals_influxdb("n").await;
     assert!(
         hosts(&rows).contains(&"c".to_owned()),
@@ -263,6 +281,63 @@ async fn influxdb1_new_field_of_two_types_across_groups() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn influxdb2_new_field_of_two_types_across_groups() {
     new_field_of_two_types_across_groups(Server::Influx2).await;
+}
+
+/// A big partial write over two shard groups is read back within its bounds (the
+/// cost is printed), and one over `max_points` is left unresolved: not teed, counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_back_cost_is_measured_and_bounded() {
+    const POINTS: i64 = 5_000;
+    let target = Target::new(Server::Influx1, "pw_cost").await;
+    two_groups_of_other_types(&target).await;
+    // Half the points in each group, one conflict in each.
+    let body = |base: i64| {
+        let mut body = String::new();
+        for i in 0..POINTS / 2 {
+            let value = if i == 7 {
+                "1i".to_owned()
+            } else {
+                format!("{i}.5")
+            };
+            body.push_str(&format!("m,h=p{i} v={value} {}\n", T0 + base + i));
+            let value = if i == 9 {
+                "1.5".to_owned()
+            } else {
+                format!("{i}i")
+            };
+            body.push_str(&format!(
+                "m,h=q{i} v={value} {}\n",
+                T0 + 3 * WEEK_NS + base + i
+            ));
+        }
+        body
+    };
+    let (status, answer) = target.write(&body(1_000)).await;
+    assert_eq!(status, 400, "{answer}");
+    let rows = target.assert_kafka_equals_influxdb("m").await;
+    assert_eq!(rows.len() as i64, 2 + POINTS - 2);
+    let seconds = target
+        .proxy
+        .metric("influx_tee_write_request_duration_seconds_sum{endpoint=\"v1\",phase=\"readback\"}")
+        .await;
+    eprintln!(
+        "read-back of {POINTS} points over 2 shard groups: {:.1} ms",
+        seconds * 1e3
+    );
+    assert!(seconds > 0.0 && seconds < 5.0);
+    target.proxy.stop().await;
+
+    let small = Target::with_config(Server::Influx1, "pw_cap", |config| {
+        config.upstream.readback.max_points = 100;
+    })
+    .await;
+    two_groups_of_other_types(&small).await;
+    let (status, _) = small.write(&body(1_000)).await;
+    assert_eq!(status, 400);
+    let records = kafka_records(&small.topic, 3, Duration::from_secs(10)).await;
+    assert_eq!(records.len(), 2, "only the first write is teed");
+    assert_eq!(small.unresolved().await, 1.0);
+    small.proxy.stop().await;
 }
 
 /// A writer that may not read: the read-back is refused, so nothing uncertain is
@@ -333,7 +408,10 @@ async fn influxdb1_error_header_with_control_bytes_is_relayed() {
             .to_vec();
         assert!(
             direct_header.contains(&control),
-            "InfluxDB echoes byte {control:#04x}"
+            "InfluxDB echoes byte {control:#04x}: {} {:?} {:?}",
+            direct.status,
+            String::from_utf8_lossy(&direct_header),
+            String::from_utf8_lossy(&direct.body)
         );
 
         let proxy = start_proxy(config(&influxdb_url(), &topic)).await;

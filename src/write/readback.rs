@@ -172,9 +172,6 @@ pub async fn stored(
     }
     let keys: Vec<SeriesKey> = candidates.iter().map(|c| SeriesKey::of(c.point)).collect();
     let query = select_statements(&keys, candidates)?;
-    let answer = query_upstream(upstream, target, &query, config).await?;
-    let rows = stored_rows(&answer)?;
-
     // For "last wins": the last candidate writing each field of each series and time.
     let mut last_writer: HashMap<(&SeriesKey, i64, String), usize> = HashMap::new();
     for (index, (candidate, key)) in candidates.iter().zip(&keys).enumerate() {
@@ -182,9 +179,41 @@ pub async fn stored(
             last_writer.insert((key, candidate.time_ns, name.into_owned()), index);
         }
     }
-    let verdicts = candidates
+    // InfluxDB answers on the first failing shard group while the others may still
+    // be writing: read again until two reads agree, at least SETTLE_MIN apart from
+    // the first.
+    let started = std::time::Instant::now();
+    let mut verdicts: Option<Vec<bool>> = None;
+    for delay_ms in [0, 20, 80, 200, 400] {
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        let answer = query_upstream(upstream, target, &query, config).await?;
+        let rows = stored_rows(&answer)?;
+        let now = judge(candidates, &keys, &rows, &last_writer);
+        let all_stored = now.iter().all(|stored| *stored);
+        let settled = verdicts.as_ref() == Some(&now) && started.elapsed() >= SETTLE_MIN;
+        verdicts = Some(now);
+        if all_stored || settled {
+            break;
+        }
+    }
+    Ok(verdicts.unwrap_or_default())
+}
+
+/// How long after the answer a read-back is taken as settled.
+const SETTLE_MIN: Duration = Duration::from_millis(100);
+
+/// Whether InfluxDB holds each candidate: a row at its series and time with each of
+/// its fields of the same type and value, or of the same type where a later candidate
+/// writes that field at that series and time (last wins).
+fn judge(
+    candidates: &[Candidate<'_, '_>],
+    keys: &[SeriesKey],
+    rows: &HashMap<(SeriesKey, i64), Row>,
+    last_writer: &HashMap<(&SeriesKey, i64, String), usize>,
+) -> Vec<bool> {
+    candidates
         .iter()
-        .zip(&keys)
+        .zip(keys)
         .enumerate()
         .map(|(index, (candidate, key))| {
             let Some(row) = rows.get(&(key.clone(), candidate.time_ns)) else {
@@ -207,8 +236,7 @@ pub async fn stored(
                 }
             })
         })
-        .collect();
-    Ok(verdicts)
+        .collect()
 }
 
 /// One `SELECT * … GROUP BY *` per measurement and cluster of close times.
