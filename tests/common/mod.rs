@@ -764,3 +764,28 @@ pub async fn influx_auth_query(statement: &str) {
         "{statement}: {status} {text}"
     );
 }
+
+/// Waits until the InfluxDB 1.x of the stack lists `db`: under load a database
+/// created a moment ago can still be unknown to the write path.
+pub async fn await_database(db: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let listed: serde_json::Value = http()
+            .get(format!("{}/query", influxdb_url()))
+            .query(&[("q", "SHOW DATABASES")])
+            .send()
+            .await
+            .expect("InfluxDB answers")
+            .json()
+            .await
+            .unwrap_or_default();
+        let found = listed["results"][0]["series"][0]["values"]
+            .as_array()
+            .is_some_and(|names| names.iter().any(|n| n[0].as_str() == Some(db)));
+        if found {
+            return;
+        }
+        assert!(Instant::now() < deadline, "database {db} never appeared");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
