@@ -580,6 +580,40 @@ mod tests {
     }
 
     #[test]
+    fn learns_the_version_from_any_answer() {
+        let upstream = Upstream::new(&UpstreamConfig::default()).unwrap();
+        assert_eq!(upstream.api(), UpstreamApi::V2, "assumed until known");
+        let mut headers = HeaderMap::new();
+        headers.insert("X-Influxdb-Version", "1.6.7~rc0".parse().unwrap());
+        upstream.observe(&headers);
+        assert_eq!(upstream.api(), UpstreamApi::V1);
+        assert!(upstream.translates_v2_writes());
+        assert!(!upstream.accepts_unsigned());
+        headers.insert("X-Influxdb-Version", "v2.7.12".parse().unwrap());
+        upstream.observe(&headers);
+        assert_eq!(upstream.api(), UpstreamApi::V2);
+        assert_eq!(upstream.identity().version.as_deref(), Some("v2.7.12"));
+    }
+
+    #[test]
+    fn rebuilds_an_influxdb1_error_header_hyper_dropped() {
+        let mut headers = HeaderMap::new();
+        headers.insert("X-Influxdb-Version", "1.6.7~rc0".parse().unwrap());
+        let mut answer = BufferedResponse {
+            status: StatusCode::BAD_REQUEST,
+            headers,
+            body: br#"{"error":"partial write: unable to parse 'a\u0000b\u0001 \n': x dropped=0"}"#
+                .as_slice()
+                .into(),
+        };
+        answer.restore_influxdb1_error_header();
+        assert_eq!(
+            answer.headers["x-influxdb-error"],
+            "partial write: unable to parse 'a b   ': x dropped=0"
+        );
+    }
+
+    #[test]
     fn reads_1x_minor_versions() {
         assert_eq!(v1_minor("1.6.7~rc0"), Some(6));
         assert_eq!(v1_minor("1.8.10"), Some(8));

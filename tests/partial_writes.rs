@@ -495,3 +495,39 @@ async fn stale_upstream_detection_tees_no_line_1x_refused() {
     assert_eq!(records.len(), rows.len());
     proxy.stop().await;
 }
+
+/// InfluxDB 3 numbers the lines of a partial write among the non-blank, non-comment
+/// ones. No InfluxDB 3 runs here: a loopback upstream answers `# c\ncpu…\ncpu v=` as
+/// v3 (`influxdb3_write` validator, `parse_lines(lp).enumerate()`) does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn influxdb3_partial_write_excludes_the_line_it_numbers() {
+    require_stack().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().route(
+        "/api/v3/write_lp",
+        axum::routing::post(|| async {
+            (
+                http::StatusCode::BAD_REQUEST,
+                [("content-type", "application/json")],
+                r#"{"error":"partial write of line protocol occurred","data":[{"original_line":"cpu,h=b v= 2","line_number":2,"error_message":"No fields were provided"}]}"#,
+            )
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let topic = unique("it.pw_v3");
+    let mut config = config(&format!("http://{addr}"), &topic);
+    config.upstream.api = influx_tee::config::UpstreamApi::V3;
+    let proxy = start_proxy(config).await;
+    let response = post(
+        proxy.url("/api/v3/write_lp?db=metrics&accept_partial=true"),
+        format!("# c\ncpu,h=a v=1 {T0}\ncpu,h=b v= {T0}\n"),
+    )
+    .await;
+    assert_eq!(response.status(), 400);
+    let records = kafka_records(&topic, 1, WAIT).await;
+    let teed = parse_records(&records);
+    assert_eq!(teed.len(), 1, "{teed:?}");
+    assert_eq!(teed[0].tags["h"], "a");
+    proxy.stop().await;
+}
