@@ -207,7 +207,8 @@ impl WritePipeline {
                 "the upstream stored lines this proxy cannot parse; they are not teed"
             );
         }
-        if let Some(upstream) = &self.upstream {
+        let doubts = verdict.fates.contains(&Fate::Unknown);
+        if let (Some(upstream), true) = (&self.upstream, doubts) {
             let readback =
                 readback::ReadbackTarget::from_request(&parts, &target.db, &target.rp, translated);
             let doubtful = readback::doubtful(&lines, &verdict.fates, time_ns);

@@ -219,19 +219,21 @@ fn judge(
             let Some(row) = rows.get(&(key.clone(), candidate.time_ns)) else {
                 return false;
             };
-            candidate.point.fields().all(|(name, value)| {
-                // InfluxDB skips a field named `time` and stores the others.
-                if name == "time" {
+            let fields: Vec<_> = candidate.point.fields().collect();
+            fields.iter().enumerate().all(|(at, (name, value))| {
+                // InfluxDB skips a field named `time`, and of a field given twice
+                // stores the last.
+                if name == "time" || fields[at + 1..].iter().any(|(later, _)| later == name) {
                     return true;
                 }
                 let Some(held) = row.get(name.as_ref()) else {
                     return false;
                 };
-                match same_value(&value, held) {
+                match same_value(value, held) {
                     None => false,
                     Some(true) => true,
                     Some(false) => last_writer
-                        .get(&(key, candidate.time_ns, name.into_owned()))
+                        .get(&(key, candidate.time_ns, name.to_string()))
                         .is_some_and(|&last| last > index),
                 }
             })
@@ -639,6 +641,39 @@ mod tests {
         assert_eq!(
             same_value(&FieldValue::Float(2.0), &Value::Float(1.0)),
             Some(false)
+        );
+    }
+
+    #[test]
+    fn last_wins_and_types_decide() {
+        let body = "m v=1i 1\nm v=2i 1\nm v=3,v=4 2\nm v=5i 3\n";
+        let points: Vec<_> = lines(body.as_bytes(), ParseOptions::default())
+            .map(|l| l.result.unwrap())
+            .collect();
+        let candidates: Vec<Candidate> = points
+            .iter()
+            .map(|point| Candidate {
+                point,
+                time_ns: point.timestamp().unwrap(),
+            })
+            .collect();
+        let keys: Vec<SeriesKey> = points.iter().map(SeriesKey::of).collect();
+        let mut last_writer = HashMap::new();
+        for (index, (candidate, key)) in candidates.iter().zip(&keys).enumerate() {
+            for (name, _) in candidate.point.fields() {
+                last_writer.insert((key, candidate.time_ns, name.into_owned()), index);
+            }
+        }
+        let row = |value: Value| Row::from([("v".to_owned(), value)]);
+        let rows = HashMap::from([
+            ((keys[0].clone(), 1), row(Value::Small(2))),
+            ((keys[0].clone(), 2), row(Value::Float(4.0))),
+            // A field type conflict: the other type stayed.
+            ((keys[0].clone(), 3), row(Value::Float(5.0))),
+        ]);
+        assert_eq!(
+            judge(&candidates, &keys, &rows, &last_writer),
+            [true, true, true, false]
         );
     }
 
