@@ -5,9 +5,10 @@
 //! hyper can skip a header line with most of them, but a NUL fails the whole answer
 //! (httparse refuses it even when told to ignore invalid headers), and the client would
 //! get a 503 for a write InfluxDB stored. Only heads are touched: bodies are skipped by
-//! their `Content-Length`; an answer framed otherwise (chunked, until close) ends the
-//! sanitizing for its connection, so a body is never altered. Used for requests whose
-//! answers have a body exactly when their head says so (no `HEAD`).
+//! their `Content-Length` or chunked framing (Go chunks answers over 4 KiB); an answer
+//! framed otherwise (until close) ends the sanitizing for its connection, so a body is
+//! never altered. Used for requests whose answers have a body exactly when their head
+//! says so (no `HEAD`).
 
 use std::future::Future;
 use std::io;
@@ -22,6 +23,8 @@ use tokio::net::TcpStream;
 
 /// A head longer than this is passed on untouched (hyper refuses it anyway).
 const MAX_HEAD: usize = 64 * 1024;
+/// A chunk-size or trailer line longer than this: framing not followed.
+const MAX_LINE: usize = 4 * 1024;
 
 /// [`HttpConnector`] whose connections sanitize answer heads.
 #[derive(Clone)]
@@ -50,6 +53,13 @@ impl tower_service::Service<Uri> for SanitizingConnector {
 enum Phase {
     Head,
     Body(u64),
+    /// Chunked body: the line with the next chunk's size.
+    ChunkSize,
+    ChunkData(u64),
+    /// The CRLF after a chunk's data.
+    ChunkEnd,
+    /// After the last chunk: trailer lines up to an empty one.
+    Trailer,
     /// Framing this scanner does not follow: leave the rest alone.
     Untouched,
 }
@@ -58,6 +68,7 @@ enum Phase {
 pub struct HeadSanitizer<T> {
     inner: T,
     phase: Phase,
+    /// The head, or chunk-size or trailer line, read so far.
     head: Vec<u8>,
 }
 
@@ -75,13 +86,28 @@ impl<T> HeadSanitizer<T> {
         while !data.is_empty() {
             match self.phase {
                 Phase::Untouched => return,
-                Phase::Body(remaining) => {
+                Phase::Body(remaining) | Phase::ChunkData(remaining) => {
                     let skip = remaining.min(data.len() as u64);
-                    self.phase = match remaining - skip {
-                        0 => Phase::Head,
-                        left => Phase::Body(left),
+                    self.phase = match (self.phase, remaining - skip) {
+                        (Phase::Body(_), 0) => Phase::Head,
+                        (Phase::Body(_), left) => Phase::Body(left),
+                        (_, 0) => Phase::ChunkEnd,
+                        (_, left) => Phase::ChunkData(left),
                     };
                     data = &mut data[skip as usize..];
+                }
+                Phase::ChunkSize | Phase::ChunkEnd | Phase::Trailer => {
+                    let Some(end) = data.iter().position(|b| *b == b'\n') else {
+                        self.head.extend_from_slice(data);
+                        if self.head.len() > MAX_LINE {
+                            self.phase = Phase::Untouched;
+                        }
+                        return;
+                    };
+                    self.head.extend_from_slice(&data[..end]);
+                    data = &mut data[end + 1..];
+                    self.phase = after_line(self.phase, self.head.trim_ascii_end());
+                    self.head.clear();
                 }
                 Phase::Head => {
                     let mut used = 0;
@@ -111,6 +137,31 @@ impl<T> HeadSanitizer<T> {
     }
 }
 
+/// Where a chunked body goes after one of its lines.
+fn after_line(phase: Phase, line: &[u8]) -> Phase {
+    match phase {
+        Phase::ChunkSize => {
+            let size = line
+                .split(|b| *b == b';')
+                .next()
+                .unwrap_or_default()
+                .trim_ascii();
+            let size = std::str::from_utf8(size)
+                .ok()
+                .and_then(|hex| u64::from_str_radix(hex, 16).ok());
+            match size {
+                Some(0) => Phase::Trailer,
+                Some(n) => Phase::ChunkData(n),
+                None => Phase::Untouched,
+            }
+        }
+        Phase::ChunkEnd if line.is_empty() => Phase::ChunkSize,
+        Phase::Trailer if line.is_empty() => Phase::Head,
+        Phase::Trailer => Phase::Trailer,
+        _ => Phase::Untouched,
+    }
+}
+
 /// What follows a complete head: nothing (1xx, 204, 304, `Content-Length: 0`), a
 /// body of known length, or framing left alone.
 fn next_phase(head: &[u8]) -> Phase {
@@ -125,13 +176,19 @@ fn next_phase(head: &[u8]) -> Phase {
         None => return Phase::Untouched,
     }
     let mut length = None;
+    let mut chunked = false;
     for line in lines {
         let Some(colon) = line.iter().position(|b| *b == b':') else {
             continue;
         };
         let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
         if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            return Phase::Untouched;
+            // Only a plain `chunked` is followed; other codings end the sanitizing.
+            if !value.eq_ignore_ascii_case(b"chunked") || chunked {
+                return Phase::Untouched;
+            }
+            chunked = true;
+            continue;
         }
         if name.eq_ignore_ascii_case(b"content-length") {
             let parsed = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
@@ -143,6 +200,7 @@ fn next_phase(head: &[u8]) -> Phase {
         }
     }
     match length {
+        _ if chunked => Phase::ChunkSize,
         Some(0) => Phase::Head,
         Some(n) => Phase::Body(n),
         None => Phase::Untouched,
@@ -229,10 +287,28 @@ mod tests {
     }
 
     #[test]
+    fn chunked_bodies_are_skipped_to_the_next_head() {
+        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\n\x00\n\x01\r\n10\r\n\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\r\n0\r\nT: \x00\r\n\r\n";
+        let next = b"HTTP/1.1 400 Bad Request\r\nX: \x00\r\nContent-Length: 0\r\n\r\n";
+        for split in [1, 7, 50, 60, 80] {
+            let mut input = chunked.to_vec();
+            input.extend_from_slice(next);
+            let (out, phase) = scanned(&[&input[..split], &input[split..]]);
+            // The trailer is left as it came: it is not a head.
+            assert_eq!(&out[..chunked.len()], chunked, "split at {split}");
+            assert_eq!(
+                &out[chunked.len()..],
+                b"HTTP/1.1 400 Bad Request\r\nX:  \r\nContent-Length: 0\r\n\r\n"
+            );
+            assert_eq!(phase, Phase::Head);
+        }
+    }
+
+    #[test]
     fn other_framing_is_left_alone() {
-        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\n\x00\r\n";
-        let (out, phase) = scanned(&[chunked]);
-        assert_eq!(out, chunked);
+        let gzip_chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n\x00";
+        let (out, phase) = scanned(&[gzip_chunked]);
+        assert_eq!(out, gzip_chunked);
         assert_eq!(phase, Phase::Untouched);
         let until_close = b"HTTP/1.1 200 OK\r\n\r\n\x00";
         assert_eq!(scanned(&[until_close]).0, until_close);
