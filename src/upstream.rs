@@ -334,10 +334,8 @@ impl Upstream {
     /// that failed at start, or an upstream replaced behind the same address, must
     /// not leave the proxy parsing for the wrong server until the next probe.
     fn observe(&self, headers: &HeaderMap) {
-        let Some(version) = headers
-            .get("X-Influxdb-Version")
-            .and_then(|v| v.to_str().ok())
-        else {
+        const VERSION: HeaderName = HeaderName::from_static("x-influxdb-version");
+        let Some(version) = headers.get(VERSION).and_then(|v| v.to_str().ok()) else {
             return;
         };
         let known = self

@@ -194,34 +194,16 @@ impl WritePipeline {
             Some(answer) => Accepted::from_answer(answer),
             None => Accepted::All,
         };
-        let time_ns =
-            |point: &line_protocol::Point<'_>| target.time_ns(point.timestamp(), stamp_ns);
-        let mut verdict = accepted.verdict(&lines, time_ns);
-        if verdict.unteeable > 0 {
-            self.metrics
-                .partial_write_unresolved
-                .with_label_values(&[endpoint])
-                .inc();
-            tracing::warn!(
-                unteeable = verdict.unteeable,
-                "the upstream stored lines this proxy cannot parse; they are not teed"
-            );
-        }
-        let doubts = verdict.fates.contains(&Fate::Unknown);
-        if let (Some(upstream), true) = (&self.upstream, doubts) {
-            let readback =
-                readback::ReadbackTarget::from_request(&parts, &target.db, &target.rp, translated);
-            let doubtful = readback::doubtful(&lines, &verdict.fates, time_ns);
-            self.read_back(upstream, &readback, doubtful, &mut verdict.fates, endpoint)
-                .await;
-        }
+        let fates = self
+            .stored_lines(&accepted, &lines, &target, &parts, translated, stamp_ns)
+            .await;
         let kafka_started = Instant::now();
         let tee_result = self
             .tee(
                 &target,
                 &body.decoded,
                 &lines,
-                &verdict.fates,
+                &fates,
                 stamp_ns,
                 received_ns,
                 request_id,
@@ -297,6 +279,41 @@ impl WritePipeline {
             translate::error_to_v2(&mut answer);
         }
         Ok(answer)
+    }
+
+    /// Which lines the upstream stored: as its answer says, else as read back.
+    async fn stored_lines(
+        &self,
+        accepted: &Accepted,
+        lines: &[Line<'_>],
+        target: &WriteTarget,
+        parts: &http::request::Parts,
+        translated: bool,
+        stamp_ns: i64,
+    ) -> Vec<Fate> {
+        let endpoint = target.endpoint_label();
+        let time_ns =
+            |point: &line_protocol::Point<'_>| target.time_ns(point.timestamp(), stamp_ns);
+        let mut verdict = accepted.verdict(lines, time_ns);
+        if verdict.unteeable > 0 {
+            self.metrics
+                .partial_write_unresolved
+                .with_label_values(&[endpoint])
+                .inc();
+            tracing::warn!(
+                unteeable = verdict.unteeable,
+                "the upstream stored lines this proxy cannot parse; they are not teed"
+            );
+        }
+        let doubts = verdict.fates.contains(&Fate::Unknown);
+        if let (Some(upstream), true) = (&self.upstream, doubts) {
+            let readback =
+                readback::ReadbackTarget::from_request(parts, &target.db, &target.rp, translated);
+            let doubtful = readback::doubtful(lines, &verdict.fates, time_ns);
+            self.read_back(upstream, &readback, doubtful, &mut verdict.fates, endpoint)
+                .await;
+        }
+        verdict.fates
     }
 
     /// Settles the lines whose fate the upstream's answer left open by reading them
