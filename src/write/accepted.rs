@@ -52,6 +52,8 @@ pub struct PartialWrite {
     /// The lines InfluxDB 1.x names in `unable to parse '<line>': …` (from the
     /// measurement on, without the newline): it refused them while parsing.
     pub unparsed: HashSet<Vec<u8>>,
+    /// How many lines it names so, duplicates included.
+    pub unparsed_count: usize,
 }
 
 /// `field type conflict: input field "F" on measurement "M" is type T, already exists as type U`.
@@ -109,6 +111,7 @@ impl Accepted {
             dropped,
             conflict: FieldTypeConflict::find(detail),
             unparsed: unparsed_lines(detail),
+            unparsed_count: detail.matches("unable to parse '").count(),
         })
     }
 }
@@ -204,13 +207,23 @@ impl PartialWrite {
     fn verdict(&self, lines: &[Line<'_>], time_ns: impl Fn(&Point<'_>) -> i64) -> Vec<Fate> {
         let reached = reached_storage(lines, &self.unparsed);
         let doubtful = |point: &Point<'_>| !dropped_by_storage(point);
+        // Each line InfluxDB names as unparsable is one we refused too or one whose
+        // text we found; else a text did not match ours (invalid UTF-8 comes back as
+        // U+FFFD), and which of our points it was is unknown.
+        let refused_by_us = lines.iter().filter(|line| line.result.is_err()).count();
+        let found = lines
+            .iter()
+            .zip(&reached)
+            .filter(|(line, point)| line.result.is_ok() && point.is_none())
+            .count();
+        let identified = refused_by_us + found >= self.unparsed_count;
         // Only lines refused while parsing: everything else was stored.
-        if self.dropped == 0 && self.conflict.is_none() {
+        if identified && self.dropped == 0 && self.conflict.is_none() {
             return fates_where(lines, &reached, |_| Fate::Stored);
         }
         // One shard group answered for all: its count says whether the conflict
         // named was its only one.
-        if one_shard_group(&reached, &time_ns) {
+        if identified && one_shard_group(&reached, &time_ns) {
             let conflicting = |point: &Point<'_>| {
                 dropped_by_storage(point)
                     || self.conflict.as_ref().is_some_and(|c| c.matches(point))
@@ -369,6 +382,7 @@ mod tests {
                 dropped: 0,
                 conflict: None,
                 unparsed: HashSet::from([b"cpu v=1.1.1".to_vec()]),
+                unparsed_count: 1,
             })
         );
     }
@@ -509,5 +523,13 @@ mod tests {
         let lines: Vec<Line<'_>> = crate::line_protocol::lines(body.as_bytes(), options).collect();
         let verdict = accepted.verdict(&lines, |point| point.timestamp().unwrap_or(0));
         assert_eq!(verdict.fates, [Fate::Stored, Fate::Dropped]);
+        // A named line we cannot find (its bytes came back mangled): all in doubt.
+        let message =
+            "partial write: unable to parse 'm,h=\u{FFFD} v=2u 2': invalid number dropped=0";
+        let accepted = Accepted::from_response(StatusCode::BAD_REQUEST, Some(message));
+        let body = b"m v=1i 1\nm,h=\xff v=2u 2\n";
+        let lines: Vec<Line<'_>> = crate::line_protocol::lines(body, options).collect();
+        let verdict = accepted.verdict(&lines, |point| point.timestamp().unwrap_or(0));
+        assert_eq!(verdict.fates, [Fate::Unknown, Fate::Unknown]);
     }
 }
