@@ -22,6 +22,8 @@ type Rows = Vec<BTreeMap<String, serde_json::Value>>;
 enum Server {
     Influx1,
     Influx2,
+    /// InfluxDB 2.7 through its v1-compatible `/write`.
+    Influx2V1,
 }
 
 /// A fresh database (1.6) or bucket (2.7), with a proxy in front of its server.
@@ -51,7 +53,7 @@ impl Target {
                 await_database(&name).await;
                 influxdb_url()
             }
-            Server::Influx2 => {
+            Server::Influx2 | Server::Influx2V1 => {
                 create_bucket(&name).await;
                 influxdb2_url()
             }
@@ -79,6 +81,9 @@ impl Target {
                     self.name
                 )))
                 .header("Authorization", format!("Token {INFLUX2_TOKEN}")),
+            Server::Influx2V1 => http()
+                .post(self.proxy.url(&format!("/write?db={}", self.name)))
+                .header("Authorization", format!("Token {INFLUX2_TOKEN}")),
         };
         let response = request
             .body(body.to_owned())
@@ -92,7 +97,7 @@ impl Target {
     async fn rows(&self, measurement: &str) -> Rows {
         match self.server {
             Server::Influx1 => influx_rows(&self.name, measurement).await,
-            Server::Influx2 => influx2_rows(&self.name, measurement).await,
+            Server::Influx2 | Server::Influx2V1 => influx2_rows(&self.name, measurement).await,
         }
     }
 
@@ -110,11 +115,15 @@ impl Target {
         rows
     }
 
-    async fn readbacks(&self) -> f64 {
-        let endpoint = match self.server {
-            Server::Influx1 => "v1",
+    fn endpoint(&self) -> &'static str {
+        match self.server {
+            Server::Influx1 | Server::Influx2V1 => "v1",
             Server::Influx2 => "v2",
-        };
+        }
+    }
+
+    async fn readbacks(&self) -> f64 {
+        let endpoint = self.endpoint();
         self.proxy
             .metric(&format!(
                 "influx_tee_write_request_duration_seconds_count{{endpoint=\"{endpoint}\",phase=\"readback\"}}"
@@ -123,10 +132,7 @@ impl Target {
     }
 
     async fn unresolved(&self) -> f64 {
-        let endpoint = match self.server {
-            Server::Influx1 => "v1",
-            Server::Influx2 => "v2",
-        };
+        let endpoint = self.endpoint();
         self.proxy
             .metric(&format!(
                 "influx_tee_partial_write_unresolved_total{{endpoint=\"{endpoint}\"}}"
@@ -235,7 +241,9 @@ async fn new_field_of_two_types_across_groups(server: Server) {
             (status, body.as_str()),
             (400, "{\"error\":\"field type conflict\"}\n")
         ),
-        Server::Influx2 => assert!(body.contains("partial write"), "{status} {body}"),
+        Server::Influx2 | Server::Influx2V1 => {
+            assert!(body.contains("partial write"), "{status} {body}")
+        }
     }
     let rows = target.assert_kafka_equals_influxdb("n").await;
     assert!(
@@ -264,6 +272,11 @@ async fn influxdb1_conflicts_in_two_shard_groups() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn influxdb2_conflicts_in_two_shard_groups() {
     conflicts_in_two_shard_groups(Server::Influx2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn influxdb2_v1_write_conflicts_in_two_shard_groups() {
+    conflicts_in_two_shard_groups(Server::Influx2V1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
