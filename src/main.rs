@@ -51,6 +51,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     influx_tee::server::init_logging(&config.log);
+    let mut config = config;
+    raise_open_files_limit(&mut config);
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
@@ -63,4 +65,28 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         )
         .await
     })
+}
+
+/// Raises the soft open-files limit to the hard one and keeps `max_connections` under
+/// it, leaving room for the admin listener, the upstream pool, Kafka and the spool.
+fn raise_open_files_limit(config: &mut Config) {
+    const RESERVED: usize = 512;
+    match influx_tee::http::serve::raise_nofile_limit() {
+        Ok((before, after)) => {
+            tracing::info!(soft_before = before, soft = after, "open files limit");
+            let room = usize::try_from(after)
+                .unwrap_or(usize::MAX)
+                .saturating_sub(RESERVED + config.http.admin_max_connections);
+            if config.http.max_connections > room {
+                tracing::warn!(
+                    configured = config.http.max_connections,
+                    max_connections = room,
+                    open_files_limit = after,
+                    "max_connections lowered to fit the open files limit"
+                );
+                config.http.max_connections = room.max(1);
+            }
+        }
+        Err(error) => tracing::warn!(%error, "cannot read or raise the open files limit"),
+    }
 }

@@ -31,6 +31,10 @@ pub struct Metrics {
     pub partial_write_unresolved: IntCounterVec,
     /// Requests passed through unchanged (everything that is not a write).
     pub passthrough_requests: IntCounterVec,
+    /// Clients that hung up before their write was answered (the write completed).
+    pub client_disconnects: IntCounterVec,
+    /// Writes the upstream stored although the proxy expected a refusal, so not teed.
+    pub stored_not_teed: IntCounterVec,
     /// Time to read the upstream's `/ping` in the readiness and version probes.
     pub upstream_probe_seconds: Histogram,
 }
@@ -108,6 +112,22 @@ impl Metrics {
             &["status"],
         )
         .expect("static metric definition");
+        let client_disconnects = IntCounterVec::new(
+            Opts::new(
+                "influx_tee_client_disconnects_total",
+                "Clients that went away before their write was answered; the write still completed",
+            ),
+            &["endpoint"],
+        )
+        .expect("static metric definition");
+        let stored_not_teed = IntCounterVec::new(
+            Opts::new(
+                "influx_tee_stored_not_teed_total",
+                "Writes the upstream accepted although the proxy expected it to refuse them; not teed",
+            ),
+            &["endpoint"],
+        )
+        .expect("static metric definition");
         let upstream_probe_seconds = Histogram::with_opts(HistogramOpts::new(
             "influx_tee_upstream_probe_duration_seconds",
             "Latency of the upstream /ping probe",
@@ -125,6 +145,8 @@ impl Metrics {
             Box::new(partial_write_unresolved.clone()),
             Box::new(passthrough_requests.clone()),
             Box::new(upstream_probe_seconds.clone()),
+            Box::new(client_disconnects.clone()),
+            Box::new(stored_not_teed.clone()),
         ] {
             registry
                 .register(collector)
@@ -142,6 +164,8 @@ impl Metrics {
             partial_write_unresolved,
             passthrough_requests,
             upstream_probe_seconds,
+            client_disconnects,
+            stored_not_teed,
         }
     }
 

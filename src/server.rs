@@ -10,7 +10,9 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use crate::config::{json_timestamp_divisor, Config};
+use crate::config::{json_timestamp_divisor, Config, HttpConfig};
+use crate::http::serve::{serve, ConnectionLimits, ConnectionMetrics};
+use crate::http::tls::ReloadingAcceptor;
 use crate::http::{admin::admin_router, client_router};
 use crate::kafka::{Encoder, TeeProducer, TopicTemplate};
 use crate::metrics::Metrics;
@@ -25,12 +27,18 @@ pub fn build_pipeline(config: &Config) -> anyhow::Result<Arc<WritePipeline>> {
     } else {
         Some(Upstream::new(&config.upstream).context("upstream client")?)
     };
+    // librdkafka quotes a value it refuses, which may be a password.
     let producer = TeeProducer::new(
         &config.kafka.client_properties(),
         metrics.clone(),
         Duration::from_millis(config.kafka.queue_full_wait_ms),
     )
-    .context("kafka producer")?;
+    .map_err(|error| {
+        anyhow::anyhow!(
+            "kafka producer: {}",
+            config.scrub_secrets(&error.to_string())
+        )
+    })?;
     let encoder = Encoder::new(
         config.kafka.format,
         TopicTemplate::parse(&config.kafka.topic)?,
@@ -60,6 +68,7 @@ pub fn build_pipeline(config: &Config) -> anyhow::Result<Arc<WritePipeline>> {
             retry_after_seconds: config.upstream.retry_after_seconds,
             readback: config.upstream.readback.clone(),
         },
+        in_flight: Default::default(),
     }))
 }
 
@@ -73,7 +82,14 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let pipeline = build_pipeline(&config)?;
     if let Some(spool) = &pipeline.spool {
-        spool.start_shipper(config.kafka.client_properties())?;
+        spool
+            .start_shipper(config.kafka.client_properties())
+            .map_err(|error| {
+                anyhow::anyhow!(
+                    "spool shipper: {}",
+                    config.scrub_secrets(&error.to_string())
+                )
+            })?;
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -105,22 +121,53 @@ pub async fn run(
     tracing::info!(
         listen = %listener.local_addr()?,
         admin = %admin_listener.local_addr()?,
-        upstream = %config.upstream.url,
+        tls = config.tls.enabled(),
+        upstream = %crate::config::mask_url_password(&config.upstream.url),
         kafka = %config.kafka.brokers,
         "influx-tee serving"
     );
-    let admin = axum::serve(admin_listener, admin_router(pipeline.clone()))
-        .with_graceful_shutdown(stopped(stop_rx.clone()));
-    let admin = tokio::spawn(async move { admin.await });
-    axum::serve(
+    let tls = if config.tls.enabled() {
+        let acceptor = ReloadingAcceptor::new(&config.tls)?;
+        acceptor.spawn_watcher();
+        Some(acceptor)
+    } else {
+        None
+    };
+    let admin = serve(
+        admin_listener,
+        admin_router(pipeline.clone()),
+        connection_limits(&config.http, true),
+        ConnectionMetrics::new(pipeline.metrics.registry(), "admin"),
+        None,
+        stopped(stop_rx.clone()),
+    );
+    let admin = tokio::spawn(admin);
+    serve(
         listener,
-        // The client's address feeds `X-Forwarded-For` and `Forwarded`.
-        client_router(pipeline.clone())
-            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        client_router(pipeline.clone()),
+        connection_limits(&config.http, false),
+        ConnectionMetrics::new(pipeline.metrics.registry(), "client"),
+        tls,
+        stopped(stop_rx),
     )
-    .with_graceful_shutdown(stopped(stop_rx))
     .await
     .context("client listener")?;
+    // Writes whose client hung up run on in their own tasks: let them finish their tee.
+    let flush_timeout = Duration::from_millis(config.kafka.flush_timeout_ms);
+    let unfinished = pipeline.in_flight.drained(flush_timeout).await;
+    if unfinished > 0 {
+        tracing::error!(
+            unfinished,
+            "shutdown: writes still in flight after the flush timeout"
+        );
+    }
+    // The spool drains, persists its committed offset, stops its threads and logs
+    // what is left; its directory lock goes when the last handle does.
+    if let Some(spool) = &pipeline.spool {
+        spool
+            .close(Duration::from_millis(config.spool.shutdown_drain_ms))
+            .await;
+    }
     let unsent = pipeline
         .producer
         .flush(Duration::from_millis(config.kafka.flush_timeout_ms))
@@ -130,11 +177,27 @@ pub async fn run(
             unsent,
             "shutdown: Kafka records still undelivered after the flush timeout"
         );
-    } else {
+    } else if pipeline.spool.is_none() {
         tracing::info!("shutdown: all Kafka records delivered");
     }
     let _ = admin.await;
     Ok(())
+}
+
+/// The limits of the client listener, or of the admin listener (`admin`).
+pub fn connection_limits(config: &HttpConfig, admin: bool) -> ConnectionLimits {
+    ConnectionLimits {
+        header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
+        idle_timeout: Duration::from_millis(config.idle_timeout_ms),
+        max_connections: if admin {
+            config.admin_max_connections
+        } else {
+            config.max_connections
+        },
+        max_headers: config.max_headers,
+        max_header_bytes: config.max_header_bytes,
+        drain_timeout: Duration::from_millis(config.drain_timeout_ms),
+    }
 }
 
 /// Probes the upstream's `/ping` and logs its version when it changed.
@@ -187,7 +250,9 @@ pub fn init_logging(config: &crate::config::LogConfig) {
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour codes only for a terminal: files, pipes and journald get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let _ = match config.format {
         crate::config::LogFormat::Json => builder.json().try_init(),
         crate::config::LogFormat::Text => builder.try_init(),

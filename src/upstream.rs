@@ -10,6 +10,7 @@ use axum::body::Body;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, Method, Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -181,10 +182,10 @@ pub struct UpstreamIdentity {
 
 /// The upstream InfluxDB.
 pub struct Upstream {
-    client: Client<HttpConnector, Body>,
+    client: Client<HttpsConnector<HttpConnector>, Body>,
     /// For writes, probes and read-backs, whose answers are buffered: control bytes in
     /// their heads become spaces ([`head_sanitizer`]).
-    buffered_client: Client<SanitizingConnector, Body>,
+    buffered_client: Client<SanitizingConnector<HttpsConnector<HttpConnector>>, Body>,
     base: Uri,
     timeout: Duration,
     passthrough_timeout: Option<Duration>,
@@ -203,14 +204,23 @@ const API_V3: u8 = 3;
 
 impl Upstream {
     pub fn new(config: &UpstreamConfig) -> Result<Arc<Upstream>, UpstreamError> {
-        let base: Uri = config
-            .url
-            .parse()
-            .map_err(|e| UpstreamError::Request(format!("{e}")))?;
+        let base = without_userinfo(
+            config
+                .url
+                .parse()
+                .map_err(|e| UpstreamError::Request(format!("{e}")))?,
+        )?;
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_millis(config.connect_timeout_ms)));
         connector.set_nodelay(true);
         connector.set_keepalive(Some(Duration::from_secs(60)));
+        // The TLS layer below takes `https://`; plain `http://` passes through it.
+        connector.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(client_tls(config)?)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         let mut builder = Client::builder(TokioExecutor::new());
         builder
             .pool_idle_timeout(Duration::from_millis(config.pool_idle_timeout_ms))
@@ -234,12 +244,29 @@ impl Upstream {
         }))
     }
 
-    /// The upstream URL for a client's path and query.
+    /// The upstream URL for a client's path and query. The path's dot segments are
+    /// resolved first (`%2e` counts as a dot, as the upstream decodes it), so no path
+    /// reaches above the base path of `upstream.url`.
     pub fn uri_for(&self, path_and_query: &str) -> Result<Uri, UpstreamError> {
         let base_path = self.base.path().trim_end_matches('/');
+        let (path, query) = match path_and_query.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (path_and_query, None),
+        };
+        let path = remove_dot_segments(path);
+        let mut joined = String::with_capacity(base_path.len() + path_and_query.len() + 1);
+        joined.push_str(base_path);
+        if !path.starts_with('/') {
+            joined.push('/');
+        }
+        joined.push_str(&path);
+        if let Some(query) = query {
+            joined.push('?');
+            joined.push_str(query);
+        }
         let mut parts = self.base.clone().into_parts();
         parts.path_and_query = Some(
-            format!("{base_path}{path_and_query}")
+            joined
                 .parse()
                 .map_err(|e| UpstreamError::Request(format!("{e}")))?,
         );
@@ -424,6 +451,20 @@ impl Upstream {
         }
     }
 
+    /// The API the upstream is known to speak (configured or detected), `None` while
+    /// it is not identified: VictoriaMetrics, or a `/ping` that failed.
+    pub fn identified_api(&self) -> Option<UpstreamApi> {
+        match self.configured_api {
+            UpstreamApi::Auto => match self.detected_api.load(Ordering::Relaxed) {
+                API_V1 => Some(UpstreamApi::V1),
+                API_V2 => Some(UpstreamApi::V2),
+                API_V3 => Some(UpstreamApi::V3),
+                _ => None,
+            },
+            explicit => Some(explicit),
+        }
+    }
+
     /// Whether v2 writes must be sent as v1 `/write`: InfluxDB 1.x before 1.8 has no
     /// `/api/v2/write`.
     pub fn translates_v2_writes(&self) -> bool {
@@ -454,8 +495,15 @@ impl Upstream {
         };
         let mut forwarded = format!("for={node};proto=http");
         if let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) {
+            // A quoted-string (RFC 7239 §4): `"` and `\` escaped, so a hostile Host
+            // cannot add parameters or elements of its own.
             forwarded.push_str(";host=\"");
-            forwarded.push_str(host);
+            for c in host.chars() {
+                if c == '"' || c == '\\' {
+                    forwarded.push('\\');
+                }
+                forwarded.push(c);
+            }
             forwarded.push('"');
         }
         if let Some(earlier) = headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
@@ -490,6 +538,107 @@ impl Upstream {
     pub fn identity(&self) -> UpstreamIdentity {
         self.identity.read().map(|i| i.clone()).unwrap_or_default()
     }
+}
+
+/// RFC 3986 §5.2.4 on a request path: `.` and `..` segments (also percent-encoded)
+/// are resolved, never above the root.
+fn remove_dot_segments(path: &str) -> std::borrow::Cow<'_, str> {
+    fn is_dot(segment: &str) -> bool {
+        segment == "." || segment.eq_ignore_ascii_case("%2e")
+    }
+    fn is_dot_dot(segment: &str) -> bool {
+        matches!(
+            segment.to_ascii_lowercase().as_str(),
+            ".." | ".%2e" | "%2e." | "%2e%2e"
+        )
+    }
+    if !path.split('/').any(|s| is_dot(s) || is_dot_dot(s)) {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    let mut kept: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    let last = segments.len().saturating_sub(1);
+    let mut trailing_slash = false;
+    for (i, segment) in segments.into_iter().enumerate() {
+        if is_dot(segment) {
+            trailing_slash = i == last;
+        } else if is_dot_dot(segment) {
+            kept.pop();
+            trailing_slash = i == last;
+        } else {
+            kept.push(segment);
+            trailing_slash = false;
+        }
+    }
+    let mut out = String::with_capacity(path.len());
+    for segment in &kept {
+        out.push('/');
+        out.push_str(segment);
+    }
+    if trailing_slash || out.is_empty() {
+        out.push('/');
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// The URL without `user:password@`: clients' own credentials are what InfluxDB
+/// checks, and an authority with a password would end up in the pool's logs.
+fn without_userinfo(uri: Uri) -> Result<Uri, UpstreamError> {
+    let Some(authority) = uri.authority().filter(|a| a.as_str().contains('@')) else {
+        return Ok(uri);
+    };
+    tracing::warn!(
+        "the user and password in upstream.url are ignored: clients' own credentials are forwarded"
+    );
+    let host_port = authority
+        .as_str()
+        .rsplit('@')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let mut parts = uri.into_parts();
+    parts.authority = Some(
+        host_port
+            .parse()
+            .map_err(|e| UpstreamError::Request(format!("{e}")))?,
+    );
+    Uri::from_parts(parts).map_err(|e| UpstreamError::Request(format!("{e}")))
+}
+
+/// TLS for an `https://` upstream: TLS 1.2 or 1.3, the system's roots plus
+/// `ca_file`, and a client certificate if one is configured.
+fn client_tls(config: &UpstreamConfig) -> Result<rustls::ClientConfig, UpstreamError> {
+    use crate::http::tls::{provider, read_certs, read_key, read_roots};
+    let tls_error = |e: crate::http::tls::TlsError| UpstreamError::Request(e.to_string());
+    let mut roots = rustls::RootCertStore::empty();
+    // An unreadable system store is not fatal: `ca_file` may be all that is needed.
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
+    if let Some(ca) = &config.ca_file {
+        for cert in read_roots(ca).map_err(tls_error)?.roots {
+            roots.roots.push(cert);
+        }
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| UpstreamError::Request(e.to_string()))?
+        .with_root_certificates(roots);
+    // hyper-rustls sets ALPN itself (`enable_http1`: http/1.1 only).
+    let tls = match (&config.client_cert_file, &config.client_key_file) {
+        (Some(cert), Some(key)) => builder
+            .with_client_auth_cert(
+                read_certs(cert).map_err(tls_error)?,
+                read_key(key).map_err(tls_error)?,
+            )
+            .map_err(|e| UpstreamError::Request(format!("upstream client certificate: {e}")))?,
+        (None, None) => builder.with_no_client_auth(),
+        _ => {
+            return Err(UpstreamError::Request(
+                "upstream client_cert_file and client_key_file must be set together".into(),
+            ))
+        }
+    };
+    Ok(tls)
 }
 
 /// The minor version of a `1.x` version string such as `1.6.7~rc0` or `1.8.10`.
@@ -630,6 +779,50 @@ mod tests {
             headers[header::FORWARDED],
             "for=127.0.0.1;proto=http;host=\"proxy:8086\""
         );
+    }
+
+    #[test]
+    fn forwarded_host_is_a_quoted_string() {
+        let upstream = Upstream::new(&UpstreamConfig::default()).unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, r#"a";for=6.6.6.6;by="evil\"#.parse().unwrap());
+        upstream.add_forwarded(&mut headers, Some("127.0.0.1:5000".parse().unwrap()));
+        assert_eq!(
+            headers[header::FORWARDED],
+            r#"for=127.0.0.1;proto=http;host="a\";for=6.6.6.6;by=\"evil\\""#
+        );
+    }
+
+    #[test]
+    fn the_upstream_url_loses_its_user_info() {
+        let config = UpstreamConfig {
+            url: "http://admin:secret@127.0.0.1:1/base".into(),
+            ..Default::default()
+        };
+        let upstream = Upstream::new(&config).unwrap();
+        assert_eq!(
+            upstream.uri_for("/ping").unwrap().to_string(),
+            "http://127.0.0.1:1/base/ping"
+        );
+    }
+
+    #[test]
+    fn no_path_escapes_the_base_path() {
+        let config = UpstreamConfig {
+            url: "http://127.0.0.1:1/influx".into(),
+            ..Default::default()
+        };
+        let upstream = Upstream::new(&config).unwrap();
+        let uri = |p: &str| upstream.uri_for(p).unwrap().to_string();
+        assert_eq!(uri("/../admin"), "http://127.0.0.1:1/influx/admin");
+        assert_eq!(
+            uri("/a/%2E%2e/../../x?db=.."),
+            "http://127.0.0.1:1/influx/x?db=.."
+        );
+        assert_eq!(uri("/write/./"), "http://127.0.0.1:1/influx/write/");
+        assert_eq!(uri("/.."), "http://127.0.0.1:1/influx/");
+        assert_eq!(uri("/ping"), "http://127.0.0.1:1/influx/ping");
+        assert_eq!(remove_dot_segments("/a/b/../c/."), "/a/c/");
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub enum ProxyError {
     InvalidPrecision { valid: &'static str },
     #[error("{0}")]
     MissingParameter(&'static str),
+    /// A query parameter the server refuses (InfluxDB 3: a repeated or unknown value).
+    #[error("{0}")]
+    InvalidParameter(String),
     /// Bad line protocol, answered by the proxy only when there is no upstream.
     #[error("{0}")]
     InvalidLineProtocol(String),
@@ -53,6 +56,7 @@ impl ProxyError {
             | ProxyError::BodyRead(_)
             | ProxyError::InvalidPrecision { .. }
             | ProxyError::MissingParameter(_)
+            | ProxyError::InvalidParameter(_)
             | ProxyError::InvalidLineProtocol(_) => StatusCode::BAD_REQUEST,
             ProxyError::UpstreamUnavailable(_)
             | ProxyError::KafkaUnavailable(_)

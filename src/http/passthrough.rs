@@ -8,9 +8,16 @@ use axum::extract::{Request, State};
 use axum::response::Response;
 use http::header;
 
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::Frame;
+
 use super::error::{Dialect, ProxyError};
 use crate::upstream::strip_hop_by_hop;
-use crate::write::{client_address, request_id, WritePipeline, REQUEST_ID_HEADER};
+use crate::write::{client_address, identify, request_id, WritePipeline, REQUEST_ID_HEADER};
 
 pub async fn forward(
     State(pipeline): State<Arc<WritePipeline>>,
@@ -26,9 +33,7 @@ pub async fn forward(
     };
     let retry_after = pipeline.settings.retry_after_seconds;
     let Some(upstream) = &pipeline.upstream else {
-        let mut response = Response::new(Body::from("404 page not found\n"));
-        *response.status_mut() = http::StatusCode::NOT_FOUND;
-        return response;
+        return super::gateway::answer(&request);
     };
     let id = request_id(&request);
     let (mut parts, body) = request.into_parts();
@@ -40,19 +45,25 @@ pub async fn forward(
     let uri = match upstream.uri_for(path_and_query) {
         Ok(uri) => uri,
         Err(error) => {
-            return ProxyError::UpstreamUnavailable(error.to_string())
-                .into_response(dialect, retry_after)
+            let mut response = ProxyError::UpstreamUnavailable(error.to_string())
+                .into_response(dialect, retry_after);
+            identify(response.headers_mut(), Some(upstream));
+            return response;
         }
     };
     parts.uri = uri;
+    // The upstream leg is HTTP/1.1 whatever the client spoke (h2 or h1.0): the pool's
+    // client refuses to send an HTTP/2 request over an HTTP/1 connection.
+    parts.version = http::Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
     upstream.add_forwarded(&mut parts.headers, client_address(&parts.extensions));
     parts.headers.remove(header::HOST);
     if let Ok(value) = id.parse() {
         parts.headers.entry(REQUEST_ID_HEADER).or_insert(value);
     }
+    let (body, client_body_failed) = WatchedBody::new(body);
     match upstream
-        .send_streaming(Request::from_parts(parts, body))
+        .send_streaming(Request::from_parts(parts, Body::new(body)))
         .await
     {
         Ok(mut response) => {
@@ -63,6 +74,17 @@ pub async fn forward(
                 .with_label_values(&[response.status().as_str()])
                 .inc();
             response
+        }
+        Err(_) if client_body_failed.load(Ordering::Relaxed) => {
+            // The client's own body was malformed (bad chunked framing, a reset stream):
+            // InfluxDB's server would have answered 400 for it.
+            pipeline
+                .metrics
+                .passthrough_requests
+                .with_label_values(&["400"])
+                .inc();
+            ProxyError::BodyRead("malformed request body".into())
+                .into_response(dialect, retry_after)
         }
         Err(error) => {
             pipeline
@@ -75,7 +97,54 @@ pub async fn forward(
                 .passthrough_requests
                 .with_label_values(&["503"])
                 .inc();
-            ProxyError::UpstreamUnavailable(error.to_string()).into_response(dialect, retry_after)
+            let mut response = ProxyError::UpstreamUnavailable(error.to_string())
+                .into_response(dialect, retry_after);
+            identify(response.headers_mut(), Some(upstream));
+            response
         }
+    }
+}
+
+/// The client's body on its way upstream, noting whether reading it failed, so a
+/// malformed body is told apart from an unreachable upstream.
+struct WatchedBody {
+    inner: Body,
+    failed: Arc<AtomicBool>,
+}
+
+impl WatchedBody {
+    fn new(inner: Body) -> (WatchedBody, Arc<AtomicBool>) {
+        let failed = Arc::new(AtomicBool::new(false));
+        (
+            WatchedBody {
+                inner,
+                failed: failed.clone(),
+            },
+            failed,
+        )
+    }
+}
+
+impl http_body::Body for WatchedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Err(_))) = &polled {
+            self.failed.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }

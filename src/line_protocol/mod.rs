@@ -3,7 +3,7 @@
 //! The proxy forwards each write untouched and tees to Kafka only what InfluxDB stored,
 //! so this parser must accept, reject and read values as the server's `models` package
 //! does (1.8+/2.x, unsigned integers optionally enabled). The rules and their sources are
-//! listed in `/work/shared/lp-corpus/README.md`; `scan.rs` cites the server function each
+//! listed in `tests/fixtures/lp-corpus/RULES.md`; `scan.rs` cites the server function each
 //! rule comes from.
 //!
 //! It is zero-copy: [`lines`] walks a request body and yields one [`Line`] per logical

@@ -96,6 +96,12 @@ impl<'a> Point<'a> {
         self.lead + self.meta.fields_end as usize
     }
 
+    /// Bytes of the measurement and tags as written: the length of the series key.
+    #[inline]
+    pub fn series_key_len(&self) -> usize {
+        self.meta.key_end as usize
+    }
+
     /// Series key as InfluxDB builds it: the measurement and tags exactly as written
     /// (escaped), tags sorted by their escaped key. Used for Kafka partitioning.
     pub fn write_series_key(&self, out: &mut Vec<u8>) {

@@ -1,4 +1,4 @@
-//! One test (at least) per rule in /work/shared/lp-corpus/README.md, plus the server
+//! One test (at least) per rule in tests/fixtures/lp-corpus/RULES.md, plus the server
 //! quirks found in its `models/points.go`.
 use super::*;
 

@@ -83,9 +83,11 @@ fn print_stat(config: &Config) -> anyhow::Result<i32> {
     let dir = &config.spool.dir;
     let stat = super::stat(dir)?;
     let instance = fs::read_to_string(dir.join("instance-id")).unwrap_or_default();
-    let dead_letters = fs::read_to_string(dir.join("dead-letter.lp"))
-        .map(|text| {
-            text.lines()
+    // Undecodable entries are kept as raw bytes: read the file lossily, not as UTF-8.
+    let dead_letters = fs::read(dir.join("dead-letter.lp"))
+        .map(|bytes| {
+            String::from_utf8_lossy(&bytes)
+                .lines()
                 .filter(|l| l.starts_with("# dead-letter"))
                 .count()
         })

@@ -22,6 +22,17 @@ pub const FRAME_HEADER: usize = 24;
 pub const MAX_PAYLOAD: usize = 1 << 30;
 /// Marks a record without a key in the entry encoding.
 const NO_KEY: u32 = u32::MAX;
+/// First two bytes of a version-2 entry. A version-1 entry starts with its header
+/// count as a `u16`, which is 7 for every entry ever written, never `0xFFFF`.
+const ENTRY_V2_MARK: [u8; 2] = [0xFF, 0xFF];
+const ENTRY_V2: u16 = 2;
+
+/// A write whose entry would exceed [`MAX_PAYLOAD`]: readers would take it for corruption.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the write's spool entry would take {0} bytes, more than the {MAX_PAYLOAD} one entry may hold"
+)]
+pub struct EntryTooLarge(pub usize);
 
 /// One write, encoded for the spool and not yet given a sequence number.
 ///
@@ -29,6 +40,17 @@ const NO_KEY: u32 = u32::MAX;
 /// in place and writes the frame with one copy-free `write`. The payload's CRC is
 /// computed here, on the request's task, so the single appender thread only folds
 /// in the header.
+///
+/// Entry encoding, version 2 (every count and length a `u32` LE, so nothing is
+/// ever clamped):
+///
+/// ```text
+/// 0xFFFF | version: u16 = 2 | headers: n, (key len, key, value len, value)* |
+/// topics: n, (len, name)* | records: n, (topic index, key len or u32::MAX, key, value len, value)*
+/// ```
+///
+/// Version 1 (`u16` header count, key length, topic count, topic length and record
+/// topic index; no mark) is still read, so a spool written by an older proxy ships.
 pub struct EncodedEntry {
     pub(crate) bytes: Vec<u8>,
     pub(crate) payload_crc: crc32fast::Hasher,
@@ -37,73 +59,72 @@ pub struct EncodedEntry {
 }
 
 impl EncodedEntry {
-    /// Encodes a write's records and its per-write headers.
-    pub fn new(batch: &RecordBatch, headers: &[(&str, &str)]) -> EncodedEntry {
-        EncodedEntry::from_records(|| batch.iter().map(|r| (r.topic, r.key, r.value)), headers)
+    /// Encodes a write's records and its per-write headers. The batch's topics are
+    /// already distinct and indexed, so this is one pass with no lookups.
+    pub fn new(
+        batch: &RecordBatch,
+        headers: &[(&str, &str)],
+    ) -> Result<EncodedEntry, EntryTooLarge> {
+        let topics = batch.topics();
+        let mut size = FRAME_HEADER + 4 + headers_size(headers) + 4 + 4;
+        size += topics.iter().map(|t| 4 + t.len()).sum::<usize>();
+        for (_, key, value) in batch.indexed() {
+            size += 12 + key.map_or(0, <[u8]>::len) + value.len();
+        }
+        let mut out = start_entry(size, headers)?;
+        put_len(&mut out, topics.len());
+        for topic in topics {
+            put_str(&mut out, topic.as_bytes());
+        }
+        put_len(&mut out, batch.len());
+        for (topic, key, value) in batch.indexed() {
+            put_record(&mut out, topic, key, value);
+        }
+        Ok(EncodedEntry::finish(out, batch.len()))
     }
 
     /// Encodes any records as `(topic, key, value)`, listed by `records` (called twice:
     /// once to size the buffer, once to fill it); [`EncodedEntry::new`] for a write.
-    pub fn from_records<'r, F, I>(records: F, headers: &[(&str, &str)]) -> EncodedEntry
+    pub fn from_records<'r, F, I>(
+        records: F,
+        headers: &[(&str, &str)],
+    ) -> Result<EncodedEntry, EntryTooLarge>
     where
         F: Fn() -> I,
         I: Iterator<Item = (&'r str, Option<&'r [u8]>, &'r [u8])>,
     {
         let mut topics: Vec<&str> = Vec::new();
+        let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
         let mut count = 0usize;
-        let mut size = FRAME_HEADER + 8;
-        for (key, value) in headers {
-            size += 6 + key.len() + value.len();
-        }
+        let mut size = FRAME_HEADER + 4 + headers_size(headers) + 4 + 4;
         for (topic, key, value) in records() {
             count += 1;
-            size += 10 + key.map_or(0, <[u8]>::len) + value.len();
-            if !topics.contains(&topic) {
+            size += 12 + key.map_or(0, <[u8]>::len) + value.len();
+            index.entry(topic).or_insert_with(|| {
                 topics.push(topic);
-                size += 2 + topic.len();
-            }
+                size += 4 + topic.len();
+                topics.len() - 1
+            });
         }
-        let mut out = Vec::with_capacity(size);
-        out.resize(FRAME_HEADER, 0);
-        put_u16(&mut out, headers.len());
-        for (key, value) in headers {
-            put_u16(&mut out, key.len());
-            out.extend_from_slice(key.as_bytes());
-            put_u32(&mut out, value.len());
-            out.extend_from_slice(value.as_bytes());
-        }
-        put_u16(&mut out, topics.len());
+        let mut out = start_entry(size, headers)?;
+        put_len(&mut out, topics.len());
         for topic in &topics {
-            put_u16(&mut out, topic.len());
-            out.extend_from_slice(topic.as_bytes());
+            put_str(&mut out, topic.as_bytes());
         }
-        put_u32(&mut out, count);
-        let mut last_topic = (0usize, "");
+        put_len(&mut out, count);
         for (topic, key, value) in records() {
-            let index = if topic == last_topic.1 {
-                last_topic.0
-            } else {
-                let index = topics.iter().position(|t| *t == topic).unwrap_or(0);
-                last_topic = (index, topic);
-                index
-            };
-            put_u16(&mut out, index);
-            match key {
-                Some(key) => {
-                    put_u32(&mut out, key.len());
-                    out.extend_from_slice(key);
-                }
-                None => out.extend_from_slice(&NO_KEY.to_le_bytes()),
-            }
-            put_u32(&mut out, value.len());
-            out.extend_from_slice(value);
+            put_record(&mut out, index.get(topic).copied().unwrap_or(0), key, value);
         }
+        Ok(EncodedEntry::finish(out, count))
+    }
+
+    fn finish(out: Vec<u8>, records: usize) -> EncodedEntry {
         let mut payload_crc = crc32fast::Hasher::new();
         payload_crc.update(&out[FRAME_HEADER..]);
         EncodedEntry {
             bytes: out,
             payload_crc,
-            records: count,
+            records,
         }
     }
 
@@ -126,13 +147,45 @@ impl EncodedEntry {
     }
 }
 
-fn put_u16(out: &mut Vec<u8>, value: usize) {
-    // Topic names, header keys and counts of topics are far below 64 KiB; clamp, never wrap.
-    out.extend_from_slice(&(value.min(u16::MAX as usize) as u16).to_le_bytes());
+fn headers_size(headers: &[(&str, &str)]) -> usize {
+    headers.iter().map(|(k, v)| 8 + k.len() + v.len()).sum()
 }
 
-fn put_u32(out: &mut Vec<u8>, value: usize) {
-    out.extend_from_slice(&(value.min(u32::MAX as usize - 1) as u32).to_le_bytes());
+/// The frame header's room, the version mark and the headers, once the whole entry
+/// is known to fit: every length below [`MAX_PAYLOAD`] fits a `u32`.
+fn start_entry(size: usize, headers: &[(&str, &str)]) -> Result<Vec<u8>, EntryTooLarge> {
+    if size - FRAME_HEADER > MAX_PAYLOAD {
+        return Err(EntryTooLarge(size - FRAME_HEADER));
+    }
+    let mut out = Vec::with_capacity(size);
+    out.resize(FRAME_HEADER, 0);
+    out.extend_from_slice(&ENTRY_V2_MARK);
+    out.extend_from_slice(&ENTRY_V2.to_le_bytes());
+    put_len(&mut out, headers.len());
+    for (key, value) in headers {
+        put_str(&mut out, key.as_bytes());
+        put_str(&mut out, value.as_bytes());
+    }
+    Ok(out)
+}
+
+fn put_record(out: &mut Vec<u8>, topic: usize, key: Option<&[u8]>, value: &[u8]) {
+    put_len(out, topic);
+    match key {
+        Some(key) => put_str(out, key),
+        None => out.extend_from_slice(&NO_KEY.to_le_bytes()),
+    }
+    put_str(out, value);
+}
+
+/// A length or count; callers checked the entry against [`MAX_PAYLOAD`], so it fits.
+fn put_len(out: &mut Vec<u8>, value: usize) {
+    out.extend_from_slice(&(value as u32).to_le_bytes());
+}
+
+fn put_str(out: &mut Vec<u8>, bytes: &[u8]) {
+    put_len(out, bytes.len());
+    out.extend_from_slice(bytes);
 }
 
 /// A frame header as read from disk.
@@ -226,51 +279,115 @@ impl Cursor<'_> {
     }
 }
 
+/// The widths of one entry version's counts: version 1 used `u16` where version 2 uses `u32`.
+#[derive(Clone, Copy)]
+struct Layout {
+    /// Header count, header key length, topic count, topic length, record topic index.
+    wide: bool,
+}
+
+impl Layout {
+    /// Reads the version mark, if any, and says how the rest is laid out.
+    fn detect(c: &mut Cursor<'_>) -> Result<Layout, MalformedEntry> {
+        if c.bytes.get(..2) != Some(&ENTRY_V2_MARK[..]) {
+            return Ok(Layout { wide: false });
+        }
+        c.take(2, "version mark")?;
+        if c.u16("version")? == usize::from(ENTRY_V2) {
+            Ok(Layout { wide: true })
+        } else {
+            Err(MalformedEntry("unknown entry version"))
+        }
+    }
+
+    fn count(self, c: &mut Cursor<'_>, what: &'static str) -> Result<usize, MalformedEntry> {
+        if self.wide {
+            Ok(c.u32(what)? as usize)
+        } else {
+            c.u16(what)
+        }
+    }
+}
+
 /// The number of Kafka records in a payload, without decoding the records.
 pub fn peek_record_count(payload: &[u8]) -> Result<usize, MalformedEntry> {
     let mut c = Cursor {
         bytes: payload,
         at: 0,
     };
-    for _ in 0..c.u16("header count")? {
-        let key_len = c.u16("header key length")?;
+    let layout = Layout::detect(&mut c)?;
+    for _ in 0..layout.count(&mut c, "header count")? {
+        let key_len = layout.count(&mut c, "header key length")?;
         c.take(key_len, "header key")?;
         let value_len = c.u32("header value length")? as usize;
         c.take(value_len, "header value")?;
     }
-    for _ in 0..c.u16("topic count")? {
-        let len = c.u16("topic length")?;
+    for _ in 0..layout.count(&mut c, "topic count")? {
+        let len = layout.count(&mut c, "topic length")?;
         c.take(len, "topic")?;
     }
     Ok(c.u32("record count")? as usize)
 }
 
 impl Entry {
-    /// Decodes a payload whose frame passed its CRC.
+    /// Decodes a payload whose frame passed its CRC (either entry version).
     pub fn decode(header: &FrameHeader, payload: Vec<u8>) -> Result<Entry, MalformedEntry> {
+        Entry::decode_keeping(header, payload).map_err(|(error, _)| error)
+    }
+
+    /// [`Entry::decode`], handing the payload back on failure (for the dead letter).
+    pub fn decode_keeping(
+        header: &FrameHeader,
+        payload: Vec<u8>,
+    ) -> Result<Entry, (MalformedEntry, Vec<u8>)> {
+        match Entry::layout(&payload) {
+            Ok(parts) => Ok(Entry {
+                seq: header.seq,
+                appended_at_ns: header.appended_at_ns,
+                payload,
+                headers: parts.0,
+                topics: parts.1,
+                records: parts.2,
+            }),
+            Err(error) => Err((error, payload)),
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn layout(
+        payload: &[u8],
+    ) -> Result<
+        (
+            Vec<(Range<usize>, Range<usize>)>,
+            Vec<Range<usize>>,
+            Vec<(usize, Option<Range<usize>>, Range<usize>)>,
+        ),
+        MalformedEntry,
+    > {
         let mut c = Cursor {
-            bytes: &payload,
+            bytes: payload,
             at: 0,
         };
-        let header_count = c.u16("header count")?;
-        let mut headers = Vec::with_capacity(header_count);
+        let layout = Layout::detect(&mut c)?;
+        let header_count = layout.count(&mut c, "header count")?;
+        let mut headers = Vec::with_capacity(header_count.min(payload.len() / 8 + 1));
         for _ in 0..header_count {
-            let key_len = c.u16("header key length")?;
+            let key_len = layout.count(&mut c, "header key length")?;
             let key = c.str(key_len, "header key")?;
             let value_len = c.u32("header value length")? as usize;
             let value = c.str(value_len, "header value")?;
             headers.push((key, value));
         }
-        let topic_count = c.u16("topic count")?;
-        let mut topics = Vec::with_capacity(topic_count);
+        let topic_count = layout.count(&mut c, "topic count")?;
+        let mut topics = Vec::with_capacity(topic_count.min(payload.len() / 4 + 1));
         for _ in 0..topic_count {
-            let len = c.u16("topic length")?;
+            let len = layout.count(&mut c, "topic length")?;
             topics.push(c.str(len, "topic")?);
         }
         let record_count = c.u32("record count")? as usize;
         let mut records = Vec::with_capacity(record_count.min(payload.len() / 10 + 1));
         for _ in 0..record_count {
-            let topic = c.u16("record topic")?;
+            let topic = layout.count(&mut c, "record topic")?;
             if topic >= topics.len() {
                 return Err(MalformedEntry("record topic index"));
             }
@@ -285,19 +402,30 @@ impl Entry {
         if c.at != payload.len() {
             return Err(MalformedEntry("trailing bytes"));
         }
-        Ok(Entry {
+        Ok((headers, topics, records))
+    }
+
+    /// An entry with no records and no headers, standing in for one that could not be
+    /// decoded (and was dead-lettered), so the committed offset moves past it.
+    pub(crate) fn placeholder(header: &FrameHeader, payload: Vec<u8>) -> Entry {
+        Entry {
             seq: header.seq,
             appended_at_ns: header.appended_at_ns,
             payload,
-            headers,
-            topics,
-            records,
-        })
+            headers: Vec::new(),
+            topics: Vec::new(),
+            records: Vec::new(),
+        }
     }
 
     /// The payload buffer, for reuse.
     pub fn into_payload(self) -> Vec<u8> {
         self.payload
+    }
+
+    /// The distinct topics of the entry's records.
+    pub fn topics(&self) -> impl Iterator<Item = &str> {
+        self.topics.iter().map(|t| self.text(t))
     }
 
     pub fn record_count(&self) -> usize {

@@ -20,6 +20,13 @@ pub struct SpoolMetrics {
     /// What the last start found damaged and skipped.
     pub recovery_skipped_bytes: IntGauge,
     pub recovery_skipped_regions: IntGauge,
+    /// Records dead-lettered by reason: `refused` (Kafka refuses them for good),
+    /// `unknown_topic` (the topic does not exist), `undecodable` (a damaged entry).
+    pub dead_letter: IntCounterVec,
+    /// Frames the shipper could not read back (corrupt after recovery); the rest of their segment is skipped.
+    pub unreadable_frames: IntCounter,
+    /// Pairs of topics Kafka cannot hold side by side (`.` versus `_`).
+    pub topic_collisions: IntCounter,
 }
 
 impl SpoolMetrics {
@@ -64,7 +71,28 @@ impl SpoolMetrics {
                 "influx_tee_spool_recovery_skipped_regions",
                 "Damaged spool regions (torn or corrupt frames) skipped when the spool was opened",
             ),
+            dead_letter: IntCounterVec::new(
+                Opts::new(
+                    "influx_tee_spool_dead_letter_total",
+                    "Spooled records written to the dead-letter file, by reason: refused, unknown_topic, undecodable",
+                ),
+                &["reason"],
+            )
+            .expect("static metric definition"),
+            unreadable_frames: IntCounter::new(
+                "influx_tee_spool_unreadable_frames_total",
+                "Spool frames the shipper found corrupt when reading them back; the rest of their segment was skipped",
+            )
+            .expect("static metric definition"),
+            topic_collisions: IntCounter::new(
+                "influx_tee_spool_topic_collisions_total",
+                "Topics Kafka cannot hold beside another one that differs only in '.' versus '_'",
+            )
+            .expect("static metric definition"),
         };
+        for reason in ["refused", "unknown_topic", "undecodable"] {
+            metrics.dead_letter.with_label_values(&[reason]);
+        }
         for outcome in ["appended", "shipped", "retried", "dead_lettered", "dropped"] {
             metrics.records_total.with_label_values(&[outcome]);
         }
@@ -78,12 +106,19 @@ impl SpoolMetrics {
             Box::new(metrics.fsync_seconds.clone()),
             Box::new(metrics.recovery_skipped_bytes.clone()),
             Box::new(metrics.recovery_skipped_regions.clone()),
+            Box::new(metrics.dead_letter.clone()),
+            Box::new(metrics.unreadable_frames.clone()),
+            Box::new(metrics.topic_collisions.clone()),
         ] {
             if let Err(error) = registry.register(collector) {
                 tracing::warn!(%error, "spool metric not registered");
             }
         }
         metrics
+    }
+
+    pub fn count_unreadable(&self) {
+        self.unreadable_frames.inc();
     }
 
     pub fn count(&self, outcome: &str, n: u64) {

@@ -22,11 +22,11 @@ pub mod metrics;
 pub mod segment;
 pub mod shipper;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -59,6 +59,12 @@ pub struct SpoolConfig {
     pub max_inflight_records: usize,
     /// Payload bytes handed to librdkafka and not yet acknowledged, at most.
     pub max_inflight_bytes: u64,
+    /// On shutdown (SIGTERM/SIGINT), how long the shipper may go on shipping before the
+    /// proxy exits; what is left stays in the spool and ships on the next start.
+    pub shutdown_drain_ms: u64,
+    /// How long records for a topic Kafka does not have (and will not create) are
+    /// retried before they are dead-lettered, so they cannot stall the spool for ever.
+    pub unknown_topic_retry_ms: u64,
 }
 
 impl Default for SpoolConfig {
@@ -73,6 +79,9 @@ impl Default for SpoolConfig {
             when_full: WhenFull::Reject,
             max_inflight_records: 50_000,
             max_inflight_bytes: 64 << 20,
+            shutdown_drain_ms: 10_000,
+            // Long enough that a cluster briefly unsure of its topics loses nothing.
+            unknown_topic_retry_ms: 300_000,
         }
     }
 }
@@ -81,8 +90,77 @@ impl SpoolConfig {
     /// The segment size in effect: small enough that dropping or deleting whole
     /// segments frees room well before the spool is full.
     pub fn effective_segment_bytes(&self) -> u64 {
-        self.segment_bytes.min(self.max_bytes / 8).max(4096)
+        self.segment_bytes
+            .min(self.max_bytes / 8)
+            .max(MIN_SEGMENT_BYTES)
     }
+
+    /// Refuses settings under which the spool could never work, with the reason.
+    /// `max_body_bytes` is the largest write the proxy takes.
+    pub fn validate(
+        &self,
+        max_body_bytes: usize,
+        format: crate::config::RecordFormat,
+    ) -> Result<(), String> {
+        if self.dir.as_os_str().is_empty() {
+            return Err("spool.dir is empty".into());
+        }
+        if self.max_inflight_records == 0 {
+            return Err(
+                "spool.max_inflight_records = 0: the shipper could never hand a record to Kafka"
+                    .into(),
+            );
+        }
+        if self.max_inflight_bytes == 0 {
+            return Err(
+                "spool.max_inflight_bytes = 0: the shipper could never hand a record to Kafka"
+                    .into(),
+            );
+        }
+        if self.segment_bytes < MIN_SEGMENT_BYTES {
+            return Err(format!(
+                "spool.segment_bytes = {} is below the minimum of {MIN_SEGMENT_BYTES}",
+                self.segment_bytes
+            ));
+        }
+        if self.fsync == FsyncMode::Interval && self.fsync_interval_ms == 0 {
+            return Err(
+                "spool.fsync_interval_ms = 0 with fsync = \"interval\": use fsync = \"always\""
+                    .into(),
+            );
+        }
+        let largest_entry = max_entry_bytes(max_body_bytes, format);
+        if largest_entry > format::MAX_PAYLOAD as u64 {
+            return Err(format!(
+                "max_body_bytes = {max_body_bytes} is too large for the spool: one write's entry may \
+                 take {largest_entry} bytes, more than the {} one entry may hold",
+                format::MAX_PAYLOAD
+            ));
+        }
+        if self.max_bytes < largest_entry {
+            return Err(format!(
+                "spool.max_bytes = {} cannot hold one write of max_body_bytes = {max_body_bytes} \
+                 (up to {largest_entry} bytes in the spool as {format:?} records)",
+                self.max_bytes
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The smallest segment size; smaller settings are refused.
+pub const MIN_SEGMENT_BYTES: u64 = 4096;
+
+/// Spool bytes one write of `body_bytes` may take: the shortest lines (`m v=1`, 6
+/// bytes) grow most, by 12 bytes of framing, the series key and a 19-digit time in
+/// `line`, and by the JSON object in `json`. The bound the config is checked against.
+pub fn max_entry_bytes(body_bytes: usize, format: crate::config::RecordFormat) -> u64 {
+    let factor = match format {
+        crate::config::RecordFormat::Line => 7,
+        crate::config::RecordFormat::Batch => 5,
+        crate::config::RecordFormat::Json => 15,
+    };
+    body_bytes as u64 * factor + 64 * 1024
 }
 
 /// When an append is made durable.
@@ -110,8 +188,17 @@ pub enum WhenFull {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
-    #[error("the spool is full ({used} of {max} bytes); Kafka is behind")]
-    Full { used: u64, max: u64 },
+    #[error("{}", full_reason(*.on_disk, *.reserved, *.need, *.max))]
+    Full {
+        /// Bytes of segment files: entries not yet shipped, and shipped ones whose
+        /// segment is not yet deleted.
+        on_disk: u64,
+        /// Bytes set aside for writes on their way to InfluxDB.
+        reserved: u64,
+        /// What this write needs.
+        need: u64,
+        max: u64,
+    },
     #[error("the spool is closed")]
     Closed,
     #[error("spool I/O error on {path}: {source}")]
@@ -120,6 +207,22 @@ pub enum SpoolError {
     Locked(PathBuf),
     #[error("spool: {0}")]
     Other(String),
+}
+
+/// The true reason a write found no room.
+fn full_reason(on_disk: u64, reserved: u64, need: u64, max: u64) -> String {
+    if on_disk + need > max {
+        format!(
+            "the spool is full: {on_disk} of {max} bytes hold entries Kafka has not taken yet \
+             (this write needs {need}); Kafka is behind"
+        )
+    } else {
+        format!(
+            "the spool has no room for this write right now: {reserved} bytes are reserved by \
+             writes in flight and {on_disk} bytes are on disk, of {max} (this write needs {need}); \
+             retry shortly"
+        )
+    }
 }
 
 impl SpoolError {
@@ -246,11 +349,29 @@ pub(crate) struct Shared {
     pub committed: AtomicU64,
     pub bytes: AtomicU64,
     pub reserved: AtomicU64,
+    /// Writes holding a [`SpoolRoom`]: reserved and not yet appended. `close` waits for them.
+    pub rooms: AtomicU64,
     pub unacked_records: AtomicI64,
     pub written_seq: AtomicU64,
     pub metrics: SpoolMetrics,
     pub proxy_metrics: Option<Metrics>,
     pub dead_letter: Mutex<Option<File>>,
+    /// Topics Kafka said it does not have, with when it first said so.
+    pub unknown_topics: Mutex<HashMap<String, Instant>>,
+    /// Whether `unknown_topics` holds anything: spares deliveries the lock.
+    pub unknown_topics_any: AtomicBool,
+    /// Topics shipped so far by their collision key (`.` as `_`), to report pairs Kafka
+    /// cannot hold side by side (each once). Bounded by `MAX_TRACKED_TOPICS`.
+    pub topic_names: Mutex<TopicNames>,
+}
+
+/// Topics remembered for collision reports, at most.
+const MAX_TRACKED_TOPICS: usize = 100_000;
+
+#[derive(Default)]
+pub(crate) struct TopicNames {
+    by_key: HashMap<String, String>,
+    reported: std::collections::HashSet<String>,
 }
 
 /// Locks a mutex, taking the data of a poisoned one: a panic elsewhere must not stop the spool.
@@ -293,9 +414,85 @@ impl Shared {
         self.publish_sizes(state);
     }
 
-    /// Appends a record Kafka will never take to the dead-letter file.
+    /// Whether records for `topic`, which Kafka says does not exist, have been retried
+    /// long enough (`unknown_topic_retry_ms` since the first refusal) to dead-letter them.
+    pub fn gives_up_on_topic(&self, topic: &str) -> bool {
+        let limit = Duration::from_millis(self.config.unknown_topic_retry_ms);
+        let mut topics = lock(&self.unknown_topics);
+        self.unknown_topics_any.store(true, Ordering::Release);
+        let first = *topics.entry(topic.to_owned()).or_insert_with(|| {
+            tracing::warn!(topic, retry_for_ms = self.config.unknown_topic_retry_ms, "spool: Kafka does not have the topic (auto-creation off or refused); retrying, then dead-lettering");
+            Instant::now()
+        });
+        first.elapsed() >= limit
+    }
+
+    /// A record reached `topic`: it exists (again).
+    pub fn topic_exists(&self, topic: &str) {
+        if self.unknown_topics_any.load(Ordering::Acquire) {
+            let mut topics = lock(&self.unknown_topics);
+            topics.remove(topic);
+            self.unknown_topics_any
+                .store(!topics.is_empty(), Ordering::Release);
+        }
+    }
+
+    /// Reports topics that Kafka takes for the same (`.` and `_` alike): the second one
+    /// cannot be created, and its records end in the dead-letter file.
+    pub fn check_collisions<'t>(&self, topics: impl Iterator<Item = &'t str>) {
+        let mut guard = lock(&self.topic_names);
+        let TopicNames { by_key, reported } = &mut *guard;
+        for topic in topics {
+            if by_key.len() >= MAX_TRACKED_TOPICS {
+                return;
+            }
+            // Most names hold no `.`: their key is the name itself, no allocation.
+            let key: std::borrow::Cow<'_, str> = if topic.contains('.') {
+                crate::kafka::topic::collision_key(topic).into()
+            } else {
+                topic.into()
+            };
+            match by_key.get(key.as_ref()) {
+                Some(known) if known != topic => {
+                    if reported.len() < MAX_TRACKED_TOPICS && reported.insert(topic.to_owned()) {
+                        self.metrics.topic_collisions.inc();
+                        tracing::error!(topic, collides_with = %known, "spool: Kafka cannot hold both topics (it takes '.' and '_' as the same); adjust kafka.topic");
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    by_key.insert(key.into_owned(), topic.to_owned());
+                }
+            }
+        }
+    }
+
+    /// Appends an entry that passed its CRC but does not decode to the dead-letter
+    /// file, whole, so nothing is skipped silently.
+    pub fn dead_letter_entry(&self, seq: u64, payload: &[u8], error: &str) {
+        let records = format::peek_record_count(payload).unwrap_or(0) as u64;
+        // Its records leave the gauge here: the stand-in entry that ships has none.
+        self.set_unacked(-(records as i64));
+        self.metrics.count("dead_lettered", records.max(1));
+        self.metrics
+            .dead_letter
+            .with_label_values(&["undecodable"])
+            .inc_by(records.max(1));
+        tracing::error!(seq, %error, bytes = payload.len(), records, "spool entry undecodable: dead-lettered whole (its raw payload follows its comment line)");
+        let text = format!(
+            "# dead-letter at={} entry-seq={seq} bytes={} error={}\n",
+            now_ns(),
+            payload.len(),
+            error.replace('\n', " ")
+        );
+        self.append_dead_letter(&[text.as_bytes(), payload, b"\n"]);
+    }
+
+    /// Appends a record Kafka will never take to the dead-letter file; `reason` labels
+    /// the metric (`refused`, `unknown_topic`).
     pub fn dead_letter(
         &self,
+        reason: &str,
         tee_id: &str,
         topic: &str,
         key: Option<&[u8]>,
@@ -303,7 +500,18 @@ impl Shared {
         error: &str,
     ) {
         self.metrics.count("dead_lettered", 1);
+        self.metrics.dead_letter.with_label_values(&[reason]).inc();
         tracing::error!(tee_id, topic, %error, bytes = value.len(), "record dead-lettered: Kafka refuses it for good");
+        let key = key.map(String::from_utf8_lossy).unwrap_or_default();
+        let error = error.replace('\n', " ");
+        let comment = format!(
+            "# dead-letter at={} tee-id={tee_id} topic={topic} key={key} error={error}\n",
+            now_ns()
+        );
+        self.append_dead_letter(&[comment.as_bytes(), value, b"\n"]);
+    }
+
+    fn append_dead_letter(&self, parts: &[&[u8]]) {
         let path = self.dir.join("dead-letter.lp");
         let mut file = lock(&self.dead_letter);
         if file.is_none() {
@@ -316,16 +524,7 @@ impl Shared {
             }
         }
         let Some(out) = file.as_mut() else { return };
-        let mut text = Vec::with_capacity(value.len() + 200);
-        let key = key.map(String::from_utf8_lossy).unwrap_or_default();
-        let error = error.replace('\n', " ");
-        let _ = writeln!(
-            text,
-            "# dead-letter at={} tee-id={tee_id} topic={topic} key={key} error={error}",
-            now_ns()
-        );
-        text.extend_from_slice(value);
-        text.push(b'\n');
+        let text = parts.concat();
         if let Err(error) = out.write_all(&text).and_then(|_| out.sync_data()) {
             tracing::error!(path = %path.display(), %error, "cannot write the dead-letter file");
         }
@@ -451,9 +650,38 @@ pub struct SpoolRoom {
     bytes: u64,
 }
 
+impl SpoolRoom {
+    fn new(shared: &Arc<Shared>, bytes: u64) -> SpoolRoom {
+        shared.rooms.fetch_add(1, Ordering::AcqRel);
+        SpoolRoom {
+            shared: shared.clone(),
+            bytes,
+        }
+    }
+
+    /// Sets the reservation to what the encoded entry really takes. Never refused:
+    /// InfluxDB has stored the write by now.
+    pub fn true_up(&mut self, actual: u64) {
+        if self.shared.config.when_full == WhenFull::DropOldest {
+            return;
+        }
+        if actual > self.bytes {
+            self.shared
+                .reserved
+                .fetch_add(actual - self.bytes, Ordering::AcqRel);
+        } else {
+            self.shared
+                .reserved
+                .fetch_sub(self.bytes - actual, Ordering::AcqRel);
+        }
+        self.bytes = actual;
+    }
+}
+
 impl Drop for SpoolRoom {
     fn drop(&mut self) {
         self.shared.reserved.fetch_sub(self.bytes, Ordering::AcqRel);
+        self.shared.rooms.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -521,11 +749,15 @@ impl Spool {
             committed: AtomicU64::new(inspection.committed),
             bytes: AtomicU64::new(inspection.bytes),
             reserved: AtomicU64::new(0),
+            rooms: AtomicU64::new(0),
             unacked_records: AtomicI64::new(0),
             written_seq: AtomicU64::new(inspection.last_seq),
             metrics,
             proxy_metrics,
             dead_letter: Mutex::new(None),
+            unknown_topics: Mutex::new(HashMap::new()),
+            unknown_topics_any: AtomicBool::new(false),
+            topic_names: Mutex::new(TopicNames::default()),
             config,
         });
         shared.set_unacked(inspection.unacked_records as i64);
@@ -577,25 +809,28 @@ impl Spool {
         lock(&self.shared.state).last_seq
     }
 
-    /// Sets room aside for a write of `body_len` bytes before it is forwarded, so a
-    /// write InfluxDB accepted is never refused by the spool afterwards.
-    pub fn reserve(&self, body_len: usize) -> Result<SpoolRoom, SpoolError> {
+    /// Sets room aside for a write whose entry will take about `entry_bytes` (see
+    /// `Encoder::estimate_entry_bytes`) before it is forwarded, so a write InfluxDB
+    /// accepted is never refused by the spool afterwards.
+    pub fn reserve(&self, entry_bytes: u64) -> Result<SpoolRoom, SpoolError> {
         let shared = &self.shared;
         if shared.config.when_full == WhenFull::DropOldest {
-            return Ok(SpoolRoom {
-                shared: shared.clone(),
-                bytes: 0,
-            });
+            return Ok(SpoolRoom::new(shared, 0));
         }
-        // An entry holds each line about twice (series key and value) plus framing.
-        let need = body_len as u64 * 2 + 1024;
         let max = shared.config.max_bytes;
+        // A write larger than the whole spool still fits an empty one.
+        let need = entry_bytes.min(max);
         let mut reserved = shared.reserved.load(Ordering::Acquire);
         loop {
-            let used = shared.bytes.load(Ordering::Acquire) + reserved;
-            if used + need > max {
+            let on_disk = shared.bytes.load(Ordering::Acquire);
+            if on_disk + reserved + need > max {
                 shared.metrics.rejected_writes.inc();
-                return Err(SpoolError::Full { used, max });
+                return Err(SpoolError::Full {
+                    on_disk,
+                    reserved,
+                    need,
+                    max,
+                });
             }
             match shared.reserved.compare_exchange(
                 reserved,
@@ -603,15 +838,15 @@ impl Spool {
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
-                Ok(_) => {
-                    return Ok(SpoolRoom {
-                        shared: shared.clone(),
-                        bytes: need,
-                    })
-                }
+                Ok(_) => return Ok(SpoolRoom::new(shared, need)),
                 Err(now) => reserved = now,
             }
         }
+    }
+
+    /// Bytes reserved by writes in flight.
+    pub fn reserved_bytes(&self) -> u64 {
+        self.shared.reserved.load(Ordering::Acquire)
     }
 
     /// Appends one write's records; resolves once the entry is written (and, with
@@ -628,13 +863,23 @@ impl Spool {
         answer.await.map_err(|_| SpoolError::Closed)?
     }
 
-    /// Encodes and appends a write's records with its per-write headers.
+    /// Encodes and appends a write's records with its per-write headers. `room`, the
+    /// write's reservation, is trued up to the entry's size and released once the
+    /// entry is on disk (and counted there).
     pub async fn append_batch(
         &self,
         batch: &RecordBatch,
         headers: &[(&str, &str)],
+        mut room: Option<SpoolRoom>,
     ) -> Result<u64, SpoolError> {
-        self.append(EncodedEntry::new(batch, headers)).await
+        let entry =
+            EncodedEntry::new(batch, headers).map_err(|e| SpoolError::Other(e.to_string()))?;
+        if let Some(room) = room.as_mut() {
+            room.true_up(entry.frame_len() as u64);
+        }
+        let seq = self.append(entry).await;
+        drop(room);
+        seq
     }
 
     /// Starts shipping to Kafka with these librdkafka properties (the shipper forces
@@ -664,6 +909,19 @@ impl Spool {
     /// left, and persists the committed offset. What is not shipped stays on disk
     /// and is replayed on the next start.
     pub async fn close(&self, drain: Duration) {
+        let deadline = Instant::now() + drain;
+        // A write that reserved room may already be stored by InfluxDB: let it append
+        // before the appender stops, within the drain time.
+        while self.shared.rooms.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let in_flight = self.shared.rooms.load(Ordering::Acquire);
+        if in_flight > 0 {
+            tracing::warn!(
+                writes = in_flight,
+                "spool closing with writes still on their way; they get 503 and are not teed"
+            );
+        }
         lock(&self.sender).take();
         let threads: Vec<_> = lock(&self.threads).drain(..).collect();
         let shipper = lock(&self.shipper).take();
@@ -674,7 +932,7 @@ impl Spool {
                 let _ = thread.join();
             }
             if let Some(shipper) = shipper {
-                shipper.stop(Instant::now() + drain);
+                shipper.stop(deadline);
             }
             let committed = shared.committed.load(Ordering::Acquire);
             if let Err(error) = shared.persist_committed(committed) {
@@ -683,17 +941,38 @@ impl Spool {
             (committed, lock(&shared.state).last_seq)
         })
         .await;
+        let unshipped_records = self.shared.unacked_records.load(Ordering::Acquire).max(0);
         match joined {
             Ok((committed, last)) if committed >= last => {
-                tracing::info!(committed, "spool closed: everything shipped")
+                tracing::info!(committed, "spool closed: every entry shipped to Kafka")
             }
             Ok((committed, last)) => tracing::warn!(
                 committed,
                 unshipped_entries = last - committed,
-                "spool closed with entries not yet in Kafka; they ship on the next start"
+                unshipped_records,
+                drain_ms = drain.as_millis() as u64,
+                "spool closed with entries not yet in Kafka; they stay in the spool and ship on the next start"
             ),
             Err(error) => tracing::error!(%error, "spool close failed"),
         }
+    }
+
+    /// Stops the threads without a drain if [`Spool::close`] was not called, so the
+    /// directory lock (a field, released after this) is never released while they run.
+    fn stop_threads(&mut self) {
+        lock(&self.sender).take();
+        for thread in lock(&self.threads).drain(..) {
+            let _ = thread.join();
+        }
+        if let Some(shipper) = lock(&self.shipper).take() {
+            shipper.stop(Instant::now());
+        }
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        self.stop_threads();
     }
 }
 

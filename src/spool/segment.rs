@@ -174,7 +174,8 @@ mod tests {
             let mut entry = EncodedEntry::from_records(
                 || [("t", Some(&b"k"[..]), value.as_bytes())].into_iter(),
                 &[("db", "x")],
-            );
+            )
+            .unwrap();
             entry.seal(*seq, 7);
             data.extend_from_slice(&entry.bytes);
         }

@@ -14,8 +14,12 @@
 //! Poison records (too large for the topic, invalid topic, …) would block their
 //! partition for ever: they go to `dead-letter.lp`, a metric and the error log, and
 //! count as done.
+//!
+//! Records for a topic Kafka does not have (auto-creation off, or a name colliding
+//! with an existing topic) are parked and sent again every 500 ms, in order, while the
+//! rest of the stream ships on; after `unknown_topic_retry_ms` they are dead-lettered.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -89,12 +93,97 @@ fn is_permanent(error: &KafkaError) -> bool {
     )
 }
 
+/// Errors saying the topic does not exist (and the broker will not create it): retried
+/// for `spool.unknown_topic_retry_ms`, then the records are dead-lettered.
+fn is_unknown_topic(error: &KafkaError) -> bool {
+    matches!(
+        error,
+        KafkaError::MessageProduction(
+            RDKafkaErrorCode::UnknownTopic | RDKafkaErrorCode::UnknownTopicOrPartition
+        )
+    )
+}
+
+/// How often records parked for a missing topic are sent again.
+const PARKED_RETRY: Duration = Duration::from_millis(500);
+
+/// A record for a topic Kafka does not have (yet), held and sent again every
+/// `PARKED_RETRY` rather than restarting the whole stream: other topics ship on without
+/// duplicates. Its entry stays unsettled (the committed offset waits) until it is
+/// delivered or, after `unknown_topic_retry_ms`, dead-lettered.
+struct ParkedRecord {
+    topic: String,
+    key: Option<Vec<u8>>,
+    value: Vec<u8>,
+    headers: Option<OwnedHeaders>,
+    /// Holds one of the entry's pending counts.
+    ack: Arc<EntryAck>,
+}
+
+#[derive(Default)]
+struct ParkedQueue {
+    records: VecDeque<ParkedRecord>,
+    per_topic: HashMap<String, usize>,
+}
+
+/// Records parked for missing topics, in order.
+#[derive(Default)]
+struct Parking {
+    queue: Mutex<ParkedQueue>,
+    /// Whether anything is parked: spares `send_entry` the lock per record.
+    any: AtomicBool,
+}
+
+impl Parking {
+    fn park(&self, record: ParkedRecord) {
+        let mut queue = lock(&self.queue);
+        *queue.per_topic.entry(record.topic.clone()).or_default() += 1;
+        queue.records.push_back(record);
+        self.any.store(true, Ordering::Release);
+    }
+
+    /// Whether records of `topic` wait here: a newer one must queue behind them.
+    fn holds(&self, topic: &str) -> bool {
+        self.any.load(Ordering::Acquire) && lock(&self.queue).per_topic.contains_key(topic)
+    }
+
+    fn take_all(&self) -> VecDeque<ParkedRecord> {
+        let mut queue = lock(&self.queue);
+        queue.per_topic.clear();
+        self.any.store(false, Ordering::Release);
+        std::mem::take(&mut queue.records)
+    }
+
+    /// Puts records that failed again back in front of any parked meanwhile.
+    fn repark_front(&self, mut records: VecDeque<ParkedRecord>) {
+        if records.is_empty() {
+            return;
+        }
+        let mut queue = lock(&self.queue);
+        for record in &records {
+            *queue.per_topic.entry(record.topic.clone()).or_default() += 1;
+        }
+        records.append(&mut queue.records);
+        queue.records = records;
+        self.any.store(true, Ordering::Release);
+    }
+
+    /// Gives every parked record up as failed (a restart ships its entry again).
+    fn release(&self, wake: &super::Wake) {
+        for record in self.take_all() {
+            record.ack.fail();
+            record.ack.settle_one(wake);
+        }
+    }
+}
+
 /// Settles entries as Kafka answers, and dead-letters poison records.
 pub(crate) struct ShipContext {
     shared: Arc<Shared>,
     /// `shipped` and the proxy's `delivered`, looked up once rather than per record.
     shipped: prometheus::IntCounter,
     delivered: Option<prometheus::IntCounter>,
+    parking: Parking,
 }
 
 impl ShipContext {
@@ -106,6 +195,7 @@ impl ShipContext {
                 .as_ref()
                 .map(|p| p.kafka_records.with_label_values(&["delivered"])),
             shared,
+            parking: Parking::default(),
         }
     }
 }
@@ -121,32 +211,63 @@ impl ProducerContext for ShipContext {
             proxy.kafka_queue_depth.dec();
         }
         match result {
-            Ok(_) => {
+            Ok(message) => {
                 self.shipped.inc();
                 if let Some(delivered) = &self.delivered {
                     delivered.inc();
                 }
+                shared.topic_exists(message.topic());
             }
-            Err((error, message)) if is_permanent(error) => {
+            Err((error, message))
+                if is_permanent(error)
+                    || (is_unknown_topic(error) && shared.gives_up_on_topic(message.topic())) =>
+            {
                 let tee_id = message
                     .headers()
                     .and_then(|h| h.iter().find(|h| h.key == "tee-id").and_then(|h| h.value))
                     .map(|v| String::from_utf8_lossy(v).into_owned())
                     .unwrap_or_default();
+                let (reason, text) = dead_letter_reason(shared, error);
                 shared.dead_letter(
+                    reason,
                     &tee_id,
                     message.topic(),
                     message.key(),
                     message.payload().unwrap_or_default(),
-                    &error.to_string(),
+                    &text,
                 );
+            }
+            Err((error, message)) if is_unknown_topic(error) => {
+                shared.metrics.count("retried", 1);
+                // Keeps its pending count: the entry settles when it is finally
+                // delivered or dead-lettered.
+                self.parking.park(ParkedRecord {
+                    topic: message.topic().to_owned(),
+                    key: message.key().map(<[u8]>::to_vec),
+                    value: message.payload().unwrap_or_default().to_vec(),
+                    headers: message.headers().map(|h| h.detach()),
+                    ack,
+                });
+                return;
             }
             Err((error, message)) => {
                 shared.metrics.count("retried", 1);
                 if let Some(proxy) = &shared.proxy_metrics {
                     proxy.kafka_records.with_label_values(&["failed"]).inc();
                 }
-                tracing::warn!(topic = message.topic(), %error, seq = ack.seq, "spool: delivery failed; the entry will be shipped again");
+                // A purge is the shipper's own doing (shutdown, restart): one line per
+                // record would bury the log; the close and restart lines say it all.
+                let purged = matches!(
+                    error,
+                    KafkaError::MessageProduction(
+                        RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight
+                    )
+                );
+                if purged {
+                    tracing::debug!(topic = message.topic(), %error, seq = ack.seq, "spool: record purged; the entry will be shipped again");
+                } else {
+                    tracing::warn!(topic = message.topic(), %error, seq = ack.seq, "spool: delivery failed; the entry will be shipped again");
+                }
                 ack.fail();
             }
         }
@@ -305,6 +426,7 @@ struct Session {
     committed: u64,
     persisted: u64,
     last_persist: Instant,
+    last_parked_retry: Instant,
     failed: Arc<AtomicBool>,
 }
 
@@ -319,6 +441,7 @@ impl Session {
             committed,
             persisted: committed,
             last_persist: Instant::now(),
+            last_parked_retry: Instant::now(),
             failed: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -332,8 +455,15 @@ impl Session {
         loop {
             self.settle(shared);
             self.persist(shared, false);
-            if self.failed.load(Ordering::Acquire) && self.inflight.iter().all(|a| a.settled()) {
-                return Outcome::Restart;
+            if self.failed.load(Ordering::Acquire) {
+                // Parked records would never settle: the restart ships their entries again.
+                producer.context().parking.release(&shared.wake);
+                if self.inflight.iter().all(|a| a.settled()) {
+                    return Outcome::Restart;
+                }
+            } else if self.last_parked_retry.elapsed() >= PARKED_RETRY {
+                self.last_parked_retry = Instant::now();
+                resend_parked(shared, producer);
             }
             if let Some((code, reason)) = producer.client().fatal_error() {
                 tracing::error!(?code, %reason, "spool: fatal Kafka producer error; recreating the producer");
@@ -457,6 +587,84 @@ pub(crate) fn delete_acked(shared: &Shared, committed: u64) {
     }
 }
 
+/// The metric label and the dead-letter file's text for a refused record.
+fn dead_letter_reason(shared: &Shared, error: &KafkaError) -> (&'static str, String) {
+    if is_unknown_topic(error) {
+        let text = format!(
+            "{error}: the topic does not exist and the broker does not create it \
+             (retried for spool.unknown_topic_retry_ms = {})",
+            shared.config.unknown_topic_retry_ms
+        );
+        ("unknown_topic", text)
+    } else {
+        ("refused", error.to_string())
+    }
+}
+
+/// Sends the records parked for missing topics again, in order. Each holds its
+/// entry's pending count: a delivery, a dead letter or a restart settles it.
+fn resend_parked(shared: &Shared, producer: &ThreadedProducer<ShipContext>) {
+    let parking = &producer.context().parking;
+    let mut parked = parking.take_all();
+    let mut again = VecDeque::new();
+    // Topics with an older record still waiting: their newer ones wait too, in order.
+    let mut waiting: std::collections::HashSet<String> = std::collections::HashSet::new();
+    while let Some(record) = parked.pop_front() {
+        if waiting.contains(&record.topic) {
+            again.push_back(record);
+            continue;
+        }
+        let mut base =
+            BaseRecord::with_opaque_to(&record.topic, record.ack.clone()).payload(&record.value);
+        if let Some(headers) = &record.headers {
+            base = base.headers(headers.clone());
+        }
+        if let Some(key) = &record.key {
+            base = base.key(key);
+        }
+        match producer.send(base) {
+            Ok(()) => {
+                if let Some(proxy) = &shared.proxy_metrics {
+                    proxy.kafka_queue_depth.inc();
+                }
+            }
+            Err((error, _)) => {
+                let retry = matches!(
+                    error,
+                    KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)
+                ) || (is_unknown_topic(&error)
+                    && !shared.gives_up_on_topic(&record.topic));
+                if retry {
+                    waiting.insert(record.topic.clone());
+                    again.push_back(record);
+                } else if is_permanent(&error) || is_unknown_topic(&error) {
+                    let (reason, text) = dead_letter_reason(shared, &error);
+                    let tee_id = record
+                        .headers
+                        .as_ref()
+                        .and_then(|h| h.iter().find(|h| h.key == "tee-id").and_then(|h| h.value))
+                        .map(|v| String::from_utf8_lossy(v).into_owned())
+                        .unwrap_or_default();
+                    shared.dead_letter(
+                        reason,
+                        &tee_id,
+                        &record.topic,
+                        record.key.as_deref(),
+                        &record.value,
+                        &text,
+                    );
+                    record.ack.settle_one(&shared.wake);
+                } else {
+                    tracing::warn!(%error, topic = record.topic, "spool: Kafka refused a parked record; shipping restarts");
+                    record.ack.fail();
+                    record.ack.settle_one(&shared.wake);
+                }
+            }
+        }
+    }
+    parking.repark_front(again);
+}
+
 /// Sends every record of an entry, each with the write's headers plus its `tee-id`.
 fn send_entry(
     shared: &Shared,
@@ -464,6 +672,7 @@ fn send_entry(
     entry: &Entry,
     ack: &Arc<EntryAck>,
 ) {
+    shared.check_collisions(entry.topics());
     let header_count = entry.headers().count() + 1;
     let mut base_headers = OwnedHeaders::new_with_capacity(header_count);
     for (key, value) in entry.headers() {
@@ -485,6 +694,19 @@ fn send_entry(
             key: "tee-id",
             value: Some(&tee_id),
         });
+        let parking = &producer.context().parking;
+        if parking.holds(record.topic) {
+            // Behind its topic's parked records, to keep their order.
+            ack.pending.fetch_add(1, Ordering::AcqRel);
+            parking.park(ParkedRecord {
+                topic: record.topic.to_owned(),
+                key: record.key.map(<[u8]>::to_vec),
+                value: record.value.to_vec(),
+                headers: Some(headers),
+                ack: ack.clone(),
+            });
+            continue;
+        }
         let mut base = BaseRecord::with_opaque_to(record.topic, ack.clone())
             .payload(record.value)
             .headers(headers);
@@ -519,13 +741,27 @@ fn send_entry(
                         base = refused;
                         continue;
                     }
-                    if is_permanent(&error) {
+                    if is_unknown_topic(&error) && !shared.gives_up_on_topic(record.topic) {
+                        shared.metrics.count("retried", 1);
+                        ack.pending.fetch_add(1, Ordering::AcqRel);
+                        parking.park(ParkedRecord {
+                            topic: record.topic.to_owned(),
+                            key: record.key.map(<[u8]>::to_vec),
+                            value: record.value.to_vec(),
+                            headers: refused.headers,
+                            ack: ack.clone(),
+                        });
+                        break;
+                    }
+                    if is_permanent(&error) || is_unknown_topic(&error) {
+                        let (reason, text) = dead_letter_reason(shared, &error);
                         shared.dead_letter(
+                            reason,
                             &tee_id,
                             record.topic,
                             record.key,
                             record.value,
-                            &error.to_string(),
+                            &text,
                         );
                     } else {
                         tracing::warn!(%error, seq = entry.seq, "spool: Kafka refused a record; shipping restarts");
@@ -624,6 +860,7 @@ impl Reader {
                         offset = self.offset,
                         "spool: frame runs past its segment; skipping the rest"
                     );
+                    shared.metrics.count_unreadable();
                     self.offset = limit;
                     continue;
                 }
@@ -639,6 +876,7 @@ impl Reader {
                     offset = self.offset,
                     "spool: corrupt frame read back; skipping the rest of the segment"
                 );
+                shared.metrics.count_unreadable();
                 self.offset = limit;
                 continue;
             }
@@ -647,12 +885,15 @@ impl Reader {
                 continue;
             }
             self.next_seq = header.seq + 1;
-            match Entry::decode(&header, payload) {
-                Ok(entry) => return Ok(Some(entry)),
-                Err(error) => {
-                    tracing::error!(seq = header.seq, %error, "spool: skipping an undecodable entry")
+            // An entry that passed its CRC but does not decode is dead-lettered whole and
+            // stands as an empty entry, so the committed offset moves past it.
+            return Ok(Some(match Entry::decode_keeping(&header, payload) {
+                Ok(entry) => entry,
+                Err((error, payload)) => {
+                    shared.dead_letter_entry(header.seq, &payload, &error.to_string());
+                    Entry::placeholder(&header, payload)
                 }
-            }
+            }));
         }
     }
 

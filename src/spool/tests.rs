@@ -44,6 +44,7 @@ fn entry(i: usize) -> EncodedEntry {
         },
         &[("db", "d"), ("request-id", "r")],
     )
+    .unwrap()
 }
 
 fn read_all(spool: &Spool, from: u64) -> Vec<Entry> {
@@ -298,4 +299,208 @@ fn drop_oldest_deletes_old_segments_and_counts_what_was_never_shipped() {
     assert_eq!(spool.metrics().records.get() as u64, left);
     // The survivors are the newest.
     assert_eq!(read_all(&spool, 1).last().unwrap().seq, writes as u64);
+}
+
+/// A version-1 entry (u16 counts), as older proxies wrote it.
+fn v1_payload() -> Vec<u8> {
+    let mut out = Vec::new();
+    let u16 = |out: &mut Vec<u8>, v: usize| out.extend_from_slice(&(v as u16).to_le_bytes());
+    let u32 = |out: &mut Vec<u8>, v: usize| out.extend_from_slice(&(v as u32).to_le_bytes());
+    u16(&mut out, 1);
+    u16(&mut out, 2);
+    out.extend_from_slice(b"db");
+    u32(&mut out, 1);
+    out.extend_from_slice(b"d");
+    u16(&mut out, 1);
+    u16(&mut out, 5);
+    out.extend_from_slice(b"topic");
+    u32(&mut out, 1);
+    u16(&mut out, 0);
+    u32(&mut out, 3);
+    out.extend_from_slice(b"cpu");
+    u32(&mut out, 9);
+    out.extend_from_slice(b"cpu v=1 1");
+    out
+}
+
+/// An entry whose frame checks but whose payload is `payload`.
+fn raw_entry(payload: &[u8]) -> EncodedEntry {
+    let mut bytes = vec![0u8; FRAME];
+    bytes.extend_from_slice(payload);
+    let mut payload_crc = crc32fast::Hasher::new();
+    payload_crc.update(payload);
+    EncodedEntry {
+        bytes,
+        payload_crc,
+        records: 1,
+    }
+}
+
+#[test]
+fn old_format_entries_still_decode() {
+    let payload = v1_payload();
+    let header = format::FrameHeader {
+        len: payload.len() as u32,
+        crc: 0,
+        seq: 3,
+        appended_at_ns: 4,
+    };
+    assert_eq!(format::peek_record_count(&payload).unwrap(), 1);
+    let entry = Entry::decode(&header, payload).unwrap();
+    assert_eq!(entry.header("db"), Some("d"));
+    let record = entry.records().next().unwrap();
+    assert_eq!(
+        (record.topic, record.key, record.value),
+        ("topic", Some(&b"cpu"[..]), &b"cpu v=1 1"[..])
+    );
+}
+
+#[test]
+fn more_topics_than_a_u16_holds_roundtrip() {
+    let topics: Vec<String> = (0..70_000).map(|i| format!("t{i}")).collect();
+    let mut encoded = EncodedEntry::from_records(
+        || topics.iter().map(|t| (t.as_str(), None, &b"v"[..])),
+        &[("db", "d")],
+    )
+    .unwrap();
+    encoded.seal(1, 1);
+    let header = format::FrameHeader::parse(encoded.bytes[..FRAME].try_into().unwrap());
+    let entry = Entry::decode(&header, encoded.bytes[FRAME..].to_vec()).unwrap();
+    assert_eq!(entry.record_count(), 70_000);
+    let last = entry.records().last().unwrap();
+    assert_eq!(last.topic, "t69999");
+}
+
+/// An entry that passed its CRC but does not decode is dead-lettered whole and
+/// counted, and the shipper's reader hands back an empty stand-in, so the committed
+/// offset can move past it; nothing is skipped silently.
+#[test]
+fn undecodable_entry_is_dead_lettered_and_counted() {
+    let dir = TempDir::new("undecodable");
+    let rt = runtime();
+    let spool = Spool::open(
+        &config(&dir.0, FsyncMode::Never),
+        &prometheus::Registry::new(),
+        None,
+    )
+    .unwrap();
+    rt.block_on(async {
+        spool.append(entry(1)).await.unwrap();
+        spool
+            .append(raw_entry(b"\xff\xff\x02\x00garbage"))
+            .await
+            .unwrap();
+        spool.append(entry(3)).await.unwrap();
+    });
+    let entries = read_all(&spool, 1);
+    assert_eq!(entries.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(
+        entries.iter().map(|e| e.record_count()).collect::<Vec<_>>(),
+        [2, 0, 2]
+    );
+    let metrics = spool.metrics();
+    assert_eq!(
+        metrics
+            .dead_letter
+            .with_label_values(&["undecodable"])
+            .get(),
+        1
+    );
+    let letters = fs::read(dir.0.join("dead-letter.lp")).unwrap();
+    let text = String::from_utf8_lossy(&letters);
+    assert!(
+        text.starts_with("# dead-letter at=") && text.contains("entry-seq=2"),
+        "{text}"
+    );
+    assert!(text.contains("garbage"), "the raw payload is kept: {text}");
+}
+
+/// The 503 says whether the room is taken by writes in flight or by bytes Kafka has
+/// not taken yet; a true-up moves the reservation to the entry's real size.
+#[test]
+fn full_spool_names_the_true_reason() {
+    let dir = TempDir::new("reason");
+    let rt = runtime();
+    let mut config = config(&dir.0, FsyncMode::Never);
+    config.max_bytes = 64 * 1024;
+    let spool = Spool::open(&config, &prometheus::Registry::new(), None).unwrap();
+    let mut held = spool.reserve(40_000).unwrap();
+    let refused = spool.reserve(40_000).err().unwrap().to_string();
+    assert!(
+        refused.contains("reserved by writes in flight") && refused.contains("40000 bytes"),
+        "{refused}"
+    );
+    held.true_up(1_000);
+    assert_eq!(spool.reserved_bytes(), 1_000);
+    drop(held);
+    assert_eq!(spool.reserved_bytes(), 0);
+    rt.block_on(async {
+        while spool.shared.bytes.load(Ordering::Acquire) < 40_000 {
+            spool.append(entry(1)).await.unwrap();
+        }
+    });
+    let refused = spool.reserve(40_000).err().unwrap().to_string();
+    assert!(
+        refused.contains("the spool is full") && refused.contains("Kafka is behind"),
+        "{refused}"
+    );
+    // A write larger than the whole spool still fits an empty one.
+    let dir2 = TempDir::new("reason-empty");
+    let mut config = config.clone();
+    config.dir = dir2.0.clone();
+    let empty = Spool::open(&config, &prometheus::Registry::new(), None).unwrap();
+    assert!(empty.reserve(1 << 30).is_ok());
+}
+
+#[test]
+fn topics_kafka_would_confuse_are_reported_once() {
+    let dir = TempDir::new("collide");
+    let spool = Spool::open(
+        &config(&dir.0, FsyncMode::Never),
+        &prometheus::Registry::new(),
+        None,
+    )
+    .unwrap();
+    let shared = &spool.shared;
+    shared.check_collisions(["a.b", "c"].into_iter());
+    shared.check_collisions(["a_b", "a.b", "c"].into_iter());
+    shared.check_collisions(["a_b"].into_iter());
+    assert_eq!(spool.metrics().topic_collisions.get(), 1);
+}
+
+/// `close` lets a write that reserved room (InfluxDB may have stored it) append
+/// before the appender stops.
+#[test]
+fn close_waits_for_writes_holding_room() {
+    let dir = TempDir::new("close-waits");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let spool = Arc::new(
+        Spool::open(
+            &config(&dir.0, FsyncMode::Never),
+            &prometheus::Registry::new(),
+            None,
+        )
+        .unwrap(),
+    );
+    rt.block_on(async {
+        let room = spool.reserve(200).unwrap();
+        let closing = {
+            let spool = spool.clone();
+            tokio::spawn(async move { spool.close(Duration::from_secs(10)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!closing.is_finished(), "close waits for the write");
+        let seq = spool.append(entry(1)).await.unwrap();
+        drop(room);
+        closing.await.unwrap();
+        assert_eq!(seq, 1);
+        assert!(matches!(
+            spool.append(entry(2)).await,
+            Err(SpoolError::Closed)
+        ));
+    });
 }

@@ -16,22 +16,30 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use http::Uri;
-use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
 /// A head longer than this is passed on untouched (hyper refuses it anyway).
 const MAX_HEAD: usize = 64 * 1024;
 /// A chunk-size or trailer line longer than this: framing not followed.
 const MAX_LINE: usize = 4 * 1024;
 
-/// [`HttpConnector`] whose connections sanitize answer heads.
+/// A connector whose connections sanitize answer heads, above TLS if any.
 #[derive(Clone)]
-pub struct SanitizingConnector(pub HttpConnector);
+pub struct SanitizingConnector<C>(pub C);
 
-impl tower_service::Service<Uri> for SanitizingConnector {
-    type Response = TokioIo<HeadSanitizer<TcpStream>>;
+/// The plaintext of a connection, seen through tokio's I/O traits.
+type Plain<R> = TokioIo<R>;
+
+impl<C, R> tower_service::Service<Uri> for SanitizingConnector<C>
+where
+    C: tower_service::Service<Uri, Response = R>,
+    C::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    C::Future: Send + 'static,
+    R: hyper::rt::Read + hyper::rt::Write + Connection + Unpin + Send + 'static,
+{
+    type Response = TokioIo<HeadSanitizer<Plain<R>>>;
     type Error = Box<dyn std::error::Error + Send + Sync>;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
@@ -42,8 +50,8 @@ impl tower_service::Service<Uri> for SanitizingConnector {
     fn call(&mut self, uri: Uri) -> Self::Future {
         let connecting = self.0.call(uri);
         Box::pin(async move {
-            let stream = connecting.await?.into_inner();
-            Ok(TokioIo::new(HeadSanitizer::new(stream)))
+            let connection = connecting.await.map_err(Into::into)?;
+            Ok(TokioIo::new(HeadSanitizer::new(TokioIo::new(connection))))
         })
     }
 }
@@ -251,7 +259,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for HeadSanitizer<T> {
     }
 }
 
-impl Connection for HeadSanitizer<TcpStream> {
+impl<T: Connection> Connection for HeadSanitizer<T> {
     fn connected(&self) -> Connected {
         self.inner.connected()
     }

@@ -14,8 +14,8 @@ use axum::body::Body;
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response};
 
-use crate::config::{AckMode, TimestampMode, UpstreamApi};
-use crate::http::body::read_capped;
+use crate::config::{AckMode, TimestampMode};
+use crate::http::body::{read_capped, WriteBody};
 use crate::http::error::{Dialect, ProxyError};
 use crate::kafka::{Encoder, TeePoint, TeeProducer, TopicVars};
 use crate::line_protocol::{self, Line, ParseOptions};
@@ -23,7 +23,7 @@ use crate::metrics::Metrics;
 use crate::upstream::{strip_hop_by_hop, BufferedResponse, Upstream};
 
 use accepted::{Accepted, Fate};
-use request::WriteTarget;
+use request::{Server, WriteTarget};
 
 /// Settings of the write path.
 #[derive(Debug, Clone)]
@@ -45,6 +45,52 @@ pub struct WritePipeline {
     pub encoder: Encoder,
     pub metrics: Metrics,
     pub settings: WriteSettings,
+    /// Writes running in their own task, which may outlive their client's connection.
+    pub in_flight: Arc<InFlight>,
+}
+
+/// Counts the writes in flight, so shutdown can wait for those whose client left.
+#[derive(Debug, Default)]
+pub struct InFlight {
+    count: std::sync::atomic::AtomicUsize,
+    drained: tokio::sync::Notify,
+}
+
+impl InFlight {
+    fn enter(self: &Arc<Self>) -> InFlightGuard {
+        self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        InFlightGuard(Arc::clone(self))
+    }
+
+    /// Waits until no write is in flight, or `timeout` passed; returns how many still are.
+    pub async fn drained(&self, timeout: Duration) -> usize {
+        let wait = async {
+            loop {
+                let notified = self.drained.notified();
+                if self.count.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let _ = tokio::time::timeout(timeout, wait).await;
+        self.count.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+struct InFlightGuard(Arc<InFlight>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if self
+            .0
+            .count
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst)
+            == 1
+        {
+            self.0.drained.notify_waiters();
+        }
+    }
 }
 
 /// The header that carries a request's id to the upstream, the logs and Kafka.
@@ -52,13 +98,13 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 impl WritePipeline {
     /// Handles one write and always produces an answer for the client.
-    pub async fn handle(&self, dialect: Dialect, request: Request<Body>) -> Response<Body> {
+    pub async fn handle(
+        self: &Arc<Self>,
+        dialect: Dialect,
+        request: Request<Body>,
+    ) -> Response<Body> {
         let started = Instant::now();
-        let endpoint = match dialect {
-            Dialect::V1 => "v1",
-            Dialect::V2 => "v2",
-            Dialect::V3 => "v3",
-        };
+        let endpoint = endpoint_label(dialect);
         let request_id = request_id(&request);
         let span = tracing::info_span!("write", endpoint, request_id = %request_id);
         let result = tracing::Instrument::instrument(
@@ -68,7 +114,9 @@ impl WritePipeline {
         .await;
         let response = result.unwrap_or_else(|error| {
             tracing::info!(%error, status = error.status().as_u16(), "write refused by proxy");
-            error.into_response(dialect, self.settings.retry_after_seconds)
+            let mut response = error.into_response(dialect, self.settings.retry_after_seconds);
+            identify(response.headers_mut(), self.upstream.as_deref());
+            response
         });
         let metrics = &self.metrics;
         metrics
@@ -83,27 +131,99 @@ impl WritePipeline {
     }
 
     async fn write(
-        &self,
+        self: &Arc<Self>,
         dialect: Dialect,
         request: Request<Body>,
         request_id: &str,
         started: Instant,
     ) -> Result<Response<Body>, ProxyError> {
         let (parts, body) = request.into_parts();
-        let influxdb1 = self
-            .upstream
-            .as_ref()
-            .is_some_and(|u| u.api() == UpstreamApi::V1);
-        let target = WriteTarget::from_query(dialect, parts.uri.query(), influxdb1)?;
+        let translate = dialect == Dialect::V2
+            && self
+                .upstream
+                .as_ref()
+                .is_some_and(|u| u.translates_v2_writes());
+        let server = Server::of(self.upstream.as_ref().map(|u| u.identified_api()));
+        // What InfluxDB refuses it answers itself: the write goes as it came and
+        // nothing is teed. The proxy answers only as the server it stands in for
+        // (no upstream, or a v2 write it translates for InfluxDB 1.x), or for a
+        // server whose rules it does not know.
+        let target = match WriteTarget::from_query_for(dialect, parts.uri.query(), server) {
+            Ok(target) => Ok(target),
+            Err(error) if server.proxy_decides() || translate => return Err(error),
+            Err(refusal) => Err(refusal),
+        };
+        let body = read_capped(body, &parts.headers, self.settings.max_body_bytes, server).await?;
+
+        // From here on the write runs to completion, and is teed, whether or not the
+        // client waits for the answer: InfluxDB stores it either way.
+        let mut client_gone = ClientGone {
+            metrics: &self.metrics,
+            endpoint: endpoint_label(dialect),
+            armed: true,
+        };
+        let pipeline = Arc::clone(self);
+        let request_id = request_id.to_owned();
+        let in_flight = self.in_flight.enter();
+        let write = tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let _in_flight = in_flight;
+                pipeline
+                    .forward_and_tee(
+                        dialect,
+                        parts,
+                        body,
+                        target,
+                        translate,
+                        &request_id,
+                        started,
+                    )
+                    .await
+            },
+            tracing::Span::current(),
+        ));
+        let outcome = write.await;
+        client_gone.armed = false;
+        match outcome {
+            Ok(result) => result,
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            Err(error) => Err(ProxyError::UpstreamUnavailable(error.to_string())),
+        }
+    }
+
+    /// Everything after the body is read: forward, relay, tee.
+    #[allow(clippy::too_many_arguments)]
+    async fn forward_and_tee(
+        &self,
+        dialect: Dialect,
+        parts: http::request::Parts,
+        body: WriteBody,
+        target: Result<WriteTarget, ProxyError>,
+        translate: bool,
+        request_id: &str,
+        started: Instant,
+    ) -> Result<Response<Body>, ProxyError> {
+        let refusal = match (&target, &body.refused) {
+            (Err(refusal), _) | (Ok(_), Some(refusal)) => Some(refusal.to_string()),
+            (Ok(_), None) => None,
+        };
+        if let (Some(refusal), Some(upstream)) = (refusal, &self.upstream) {
+            return self
+                .forward_refused(
+                    upstream,
+                    dialect,
+                    &parts,
+                    body,
+                    target.ok(),
+                    translate,
+                    request_id,
+                    &refusal,
+                )
+                .await;
+        }
+        let target = target?;
         let endpoint = target.endpoint_label();
-        let body = read_capped(body, &parts.headers, self.settings.max_body_bytes).await?;
         let received_ns = now_nanos();
-        // A full spool refuses the write before InfluxDB sees it, so the two never diverge.
-        let _spool_room = self
-            .spool
-            .as_ref()
-            .map(|spool| spool.reserve(body.decoded.len()))
-            .transpose()?;
         self.metrics
             .body_bytes
             .with_label_values(&[endpoint])
@@ -120,6 +240,17 @@ impl WritePipeline {
         };
         let lines: Vec<Line<'_>> = line_protocol::lines(&body.decoded, options).collect();
         let invalid = lines.iter().filter(|l| l.result.is_err()).count();
+        // A full spool refuses the write before InfluxDB sees it, so the two never
+        // diverge; the room is what the parsed lines' entry will take.
+        let spool_room = match &self.spool {
+            Some(spool) => Some(
+                spool
+                    .reserve(self.encoder.estimate_entry_bytes(
+                        lines.iter().filter_map(|l| l.result.as_ref().ok()),
+                    ))?,
+            ),
+            None => None,
+        };
         self.metrics
             .points
             .with_label_values(&[endpoint, "parsed"])
@@ -129,9 +260,8 @@ impl WritePipeline {
             .with_label_values(&[endpoint, "invalid"])
             .inc_by(invalid as u64);
 
-        // Lines without a time get the receive time in the request's precision, as InfluxDB would.
-        let stamp_units = target.precision.from_nanos(received_ns);
-        let stamp_ns = stamp_units.saturating_mul(target.precision.nanos_per_unit());
+        // Lines without a time get the receive time truncated as InfluxDB would truncate its own.
+        let (stamp_units, stamp_ns) = target.stamp(received_ns);
         // The time goes at the end of the line, after any trailing blanks: InfluxDB
         // accepts `m v=1 \t` but not `m v=1 <time> \t`.
         let missing_time: Vec<usize> = lines
@@ -143,7 +273,6 @@ impl WritePipeline {
             .collect();
 
         let proxy_done = started.elapsed();
-        let mut translated = false;
         let (status, upstream_answer) = match &self.upstream {
             None => {
                 if invalid > 0 {
@@ -169,8 +298,6 @@ impl WritePipeline {
                     body.raw.clone()
                 };
                 let upstream_started = Instant::now();
-                let translate = dialect == Dialect::V2 && upstream.translates_v2_writes();
-                translated = translate;
                 let answer = self
                     .forward(
                         upstream,
@@ -195,7 +322,7 @@ impl WritePipeline {
             None => Accepted::All,
         };
         let fates = self
-            .stored_lines(&accepted, &lines, &target, &parts, translated, stamp_ns)
+            .stored_lines(&accepted, &lines, &target, &parts, translate, stamp_ns)
             .await;
         let kafka_started = Instant::now();
         let tee_result = self
@@ -207,6 +334,7 @@ impl WritePipeline {
                 stamp_ns,
                 received_ns,
                 request_id,
+                spool_room,
             )
             .await;
         self.metrics
@@ -222,11 +350,55 @@ impl WritePipeline {
         Ok(match upstream_answer {
             Some(answer) => relay(answer),
             None => {
-                let mut response = Response::new(Body::empty());
+                let mut response = Response::new(no_content_body());
                 *response.status_mut() = status;
+                identify(response.headers_mut(), None);
                 response
             }
         })
+    }
+
+    /// Forwards a write the upstream will refuse (a parameter or body it does not
+    /// accept) as it came, and relays its answer; nothing is teed.
+    #[allow(clippy::too_many_arguments)]
+    async fn forward_refused(
+        &self,
+        upstream: &Upstream,
+        dialect: Dialect,
+        parts: &http::request::Parts,
+        body: WriteBody,
+        target: Option<WriteTarget>,
+        translate: bool,
+        request_id: &str,
+        refusal: &str,
+    ) -> Result<Response<Body>, ProxyError> {
+        let endpoint = endpoint_label(dialect);
+        let translate_to_v1 = target.as_ref().filter(|_| translate);
+        let answer = self
+            .forward(
+                upstream,
+                parts,
+                body.raw,
+                false,
+                request_id,
+                translate_to_v1,
+            )
+            .await?;
+        if answer.status.is_success() {
+            // The upstream stored what we expected it to refuse: we cannot tell what.
+            self.metrics
+                .stored_not_teed
+                .with_label_values(&[endpoint])
+                .inc();
+            tracing::warn!(
+                %refusal,
+                status = answer.status.as_u16(),
+                "the upstream accepted a write the proxy expected it to refuse; nothing teed"
+            );
+        } else {
+            tracing::debug!(%refusal, status = answer.status.as_u16(), "upstream refused the write");
+        }
+        Ok(relay(answer))
     }
 
     async fn forward(
@@ -239,8 +411,8 @@ impl WritePipeline {
         translate_to_v1: Option<&WriteTarget>,
     ) -> Result<BufferedResponse, ProxyError> {
         let mut headers = parts.headers.clone();
-        let translated_path =
-            translate_to_v1.map(|target| translate::v1_write_path(target, &mut headers));
+        let translated_path = translate_to_v1
+            .map(|target| translate::v1_write_path(target, &mut headers, parts.uri.query()));
         let path_and_query = match &translated_path {
             Some(path) => path.as_str(),
             None => parts
@@ -378,6 +550,7 @@ impl WritePipeline {
         stamp_ns: i64,
         received_ns: i64,
         request_id: &str,
+        spool_room: Option<crate::spool::SpoolRoom>,
     ) -> Result<(), ProxyError> {
         let endpoint = target.endpoint_label();
         let parsed = lines.iter().filter(|l| l.result.is_ok()).count();
@@ -427,7 +600,7 @@ impl WritePipeline {
         ];
         if let (AckMode::Influx, Some(spool)) = (self.settings.ack, &self.spool) {
             return spool
-                .append_batch(&batch, &headers)
+                .append_batch(&batch, &headers, spool_room)
                 .await
                 .map(drop)
                 .map_err(ProxyError::from);
@@ -448,6 +621,69 @@ impl WritePipeline {
         }
     }
 }
+
+/// Counts and logs a client that hung up before its write was answered; the write
+/// itself runs on in its own task.
+struct ClientGone<'a> {
+    metrics: &'a Metrics,
+    endpoint: &'static str,
+    armed: bool,
+}
+
+impl Drop for ClientGone<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.metrics
+                .client_disconnects
+                .with_label_values(&[self.endpoint])
+                .inc();
+            tracing::info!(
+                endpoint = self.endpoint,
+                "client went away before the answer; the write completes and is teed"
+            );
+        }
+    }
+}
+
+fn endpoint_label(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::V1 => "v1",
+        Dialect::V2 => "v2",
+        Dialect::V3 => "v3",
+    }
+}
+
+/// Version and build as InfluxDB puts them on every answer, on the proxy's own
+/// answers: the upstream's as last seen, or the gateway's without an upstream.
+pub fn identify(headers: &mut http::HeaderMap, upstream: Option<&Upstream>) {
+    let (version, build) = match upstream {
+        Some(upstream) => {
+            let identity = upstream.identity();
+            (identity.version, identity.build)
+        }
+        None => (
+            Some(GATEWAY_VERSION.to_owned()),
+            Some(GATEWAY_BUILD.to_owned()),
+        ),
+    };
+    for (name, value) in [("x-influxdb-version", version), ("x-influxdb-build", build)] {
+        if let Some(value) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
+            headers.insert(name, value);
+        }
+    }
+}
+
+/// An empty body of no declared size, for the proxy's own 204s: axum would turn an
+/// exact size into `Content-Length: 0` on a `HEAD`, which InfluxDB never sends on a 204.
+pub fn no_content_body() -> Body {
+    Body::from_stream(futures_util::stream::empty::<
+        Result<Bytes, std::convert::Infallible>,
+    >())
+}
+
+/// What the gateway (`upstream = "none"`) says it is: the InfluxDB 2.x it answers as.
+pub const GATEWAY_VERSION: &str = "v2.7.12";
+pub const GATEWAY_BUILD: &str = "OSS";
 
 fn trim_leading_blanks(bytes: &[u8]) -> &[u8] {
     let start = bytes
@@ -492,4 +728,24 @@ fn now_nanos() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn shutdown_waits_for_writes_in_flight() {
+        let in_flight = Arc::new(InFlight::default());
+        assert_eq!(in_flight.drained(Duration::from_millis(1)).await, 0);
+        let guard = in_flight.enter();
+        assert_eq!(in_flight.drained(Duration::from_millis(20)).await, 1);
+        let waiter = {
+            let in_flight = Arc::clone(&in_flight);
+            tokio::spawn(async move { in_flight.drained(Duration::from_secs(10)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(guard);
+        assert_eq!(waiter.await.unwrap(), 0);
+    }
 }

@@ -11,13 +11,30 @@ use super::request::WriteTarget;
 
 /// The v1 `/write` path and query for a v2 write; moves `Authorization: Token user:pass`
 /// (the v2 clients' way to send 1.x credentials) into the `u` and `p` parameters.
-pub fn v1_write_path(target: &WriteTarget, headers: &mut HeaderMap) -> String {
+/// Credentials in the client's own `u` and `p` (first values) win, as in 1.8's
+/// `parseCredentials`.
+pub fn v1_write_path(
+    target: &WriteTarget,
+    headers: &mut HeaderMap,
+    client_query: Option<&str>,
+) -> String {
     let mut query = form_urlencoded::Serializer::new(String::with_capacity(64));
     query.append_pair("db", &target.db);
     if !target.rp.is_empty() {
         query.append_pair("rp", &target.rp);
     }
     query.append_pair("precision", v1_precision(target.precision));
+    let first = |name: &str| {
+        form_urlencoded::parse(client_query.unwrap_or_default().as_bytes())
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value)
+            .filter(|value| !value.is_empty())
+    };
+    if let (Some(user), Some(password)) = (first("u"), first("p")) {
+        query.append_pair("u", &user);
+        query.append_pair("p", &password);
+        return format!("/write?{}", query.finish());
+    }
     let credentials = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -80,7 +97,7 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(header::AUTHORIZATION, "Token alice:s3cr%t".parse().unwrap());
         assert_eq!(
-            v1_write_path(&target, &mut headers),
+            v1_write_path(&target, &mut headers, None),
             "/write?db=telegraf&rp=week&precision=u&u=alice&p=s3cr%25t"
         );
         assert!(headers.get(header::AUTHORIZATION).is_none());
@@ -92,10 +109,18 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(header::AUTHORIZATION, "Token abc".parse().unwrap());
         assert_eq!(
-            v1_write_path(&target, &mut headers),
+            v1_write_path(&target, &mut headers, None),
             "/write?db=db&precision=n"
         );
         assert!(headers.get(header::AUTHORIZATION).is_some());
+        assert_eq!(
+            v1_write_path(
+                &target,
+                &mut headers,
+                Some("bucket=db&u=bob&p=pw&u=eve&p=x")
+            ),
+            "/write?db=db&precision=n&u=bob&p=pw"
+        );
     }
 
     #[test]

@@ -789,3 +789,213 @@ pub async fn await_database(db: &str) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+pub mod certs;
+
+// --- Spool edges (tests/spool_edges.rs): a proxy process, Kafka topics. ---
+
+/// Creates a Kafka topic (3 partitions), so it exists whatever the producer may create.
+pub async fn create_topic(topic: &str) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .create()
+        .expect("kafka admin client");
+    let results = admin
+        .create_topics(
+            &[NewTopic::new(topic, 3, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(20))),
+        )
+        .await
+        .expect("Kafka answers CreateTopics: run `deploy/local/stack up`");
+    for result in results {
+        if let Err((name, code)) = result {
+            assert_eq!(
+                code,
+                rdkafka::error::RDKafkaErrorCode::TopicAlreadyExists,
+                "creating {name}"
+            );
+        }
+    }
+}
+
+/// A loopback port nothing listens on yet.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An `influx-tee serve` process of this build, its stderr in a log file.
+pub struct ProxyBinary {
+    pub child: std::process::Child,
+    pub addr: String,
+    pub admin: String,
+    pub log: std::path::PathBuf,
+}
+
+impl ProxyBinary {
+    /// Starts the binary on `config_path` (which names `listen` and `admin_listen`)
+    /// and waits until its admin listener answers.
+    pub async fn start(config_path: &std::path::Path, log: &std::path::Path) -> ProxyBinary {
+        let text = std::fs::read_to_string(config_path).unwrap();
+        let value: toml::Value = toml::from_str(&text).unwrap();
+        let addr = value["listen"].as_str().unwrap().to_owned();
+        let admin = value["admin_listen"].as_str().unwrap().to_owned();
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_influx-tee"))
+            .args(["serve", "-c"])
+            .arg(config_path)
+            .stdout(std::process::Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn influx-tee");
+        let mut proxy = ProxyBinary {
+            child,
+            addr,
+            admin,
+            log: log.to_owned(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if http().get(proxy.metrics_url()).send().await.is_ok() {
+                return proxy;
+            }
+            if let Ok(Some(status)) = proxy.child.try_wait() {
+                panic!(
+                    "influx-tee exited: {status}\n{}",
+                    std::fs::read_to_string(log).unwrap_or_default()
+                );
+            }
+            assert!(Instant::now() < deadline, "influx-tee did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("http://{}{}", self.addr, path_and_query)
+    }
+
+    pub fn metrics_url(&self) -> String {
+        format!("http://{}/metrics", self.admin)
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns how long that took.
+    pub async fn terminate(&mut self, timeout: Duration) -> Duration {
+        let started = Instant::now();
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: signalling our own child process by its pid.
+        let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
+        assert_eq!(sent, 0, "SIGTERM to {pid}");
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "influx-tee exited with {status}");
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "influx-tee did not exit within {timeout:?} of SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The log so far, without ANSI colour codes.
+    pub fn log_text(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let mut plain = String::with_capacity(text.len());
+        let mut chars = text.chars();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                // CSI: ESC [ parameters, ended by a letter.
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            } else {
+                plain.push(c);
+            }
+        }
+        plain
+    }
+}
+
+impl Drop for ProxyBinary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The value of one sample at a `/metrics` URL, e.g. `influx_tee_spool_records `.
+pub async fn metric_value(metrics_url: &str, series: &str) -> Option<f64> {
+    let text = http()
+        .get(metrics_url)
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines().find_map(|line| {
+        line.strip_prefix(series)
+            .and_then(|rest| rest.trim().parse().ok())
+    })
+}
+
+/// Waits until the spool behind `metrics_url` has no record left to ship.
+pub async fn wait_spool_drained(metrics_url: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let records = metric_value(metrics_url, "influx_tee_spool_records ").await;
+        if records == Some(0.0) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "spool not drained within {timeout:?} ({records:?} records left)"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `SELECT count(*)` of a measurement on an InfluxDB 1.x API (the largest field count), 0 if none.
+pub async fn influx_count_at(
+    url: &str,
+    credentials: Option<(&str, &str)>,
+    db: &str,
+    measurement: &str,
+) -> i64 {
+    let mut request = http().get(format!("{url}/query"));
+    if let Some((user, password)) = credentials {
+        request = request.basic_auth(user, Some(password));
+    }
+    let response: serde_json::Value = request
+        .query(&[
+            ("db", db),
+            ("q", &format!("SELECT count(*) FROM \"{measurement}\"")),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    response["results"][0]["series"][0]["values"][0]
+        .as_array()
+        .map(|values| {
+            values
+                .iter()
+                .skip(1)
+                .filter_map(|v| v.as_i64())
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
+}
