@@ -247,6 +247,13 @@ impl Encoder {
                     RecordFormat::Line => key + head + 21,
                     RecordFormat::Batch => head + 21,
                     RecordFormat::Json => key + 2 * head + 64,
+                }
+                // Rewritten without its `time` field, a line's values are escaped and
+                // formatted anew, which can make it longer than the client's bytes.
+                + if self.format != RecordFormat::Json && point.has_time_field() {
+                    2 * head
+                } else {
+                    0
                 };
             if per_measurement {
                 let measurement = &point.raw()[..point.series_key_len().min(point.raw().len())];
@@ -315,8 +322,13 @@ impl Encoder {
     }
 }
 
-/// The client's own bytes up to the end of the field set, then the nanosecond time.
+/// The client's own bytes up to the end of the field set, then the nanosecond time;
+/// a point with a `time` field is written as InfluxDB stored it, without that field.
 fn write_line(out: &mut Vec<u8>, tee: &TeePoint<'_, '_>) {
+    if tee.point.has_time_field() {
+        tee.point.write_without_time_fields(out, tee.time_ns);
+        return;
+    }
     out.extend_from_slice(tee.line_head);
     out.push(b' ');
     out.extend_from_slice(itoa::Buffer::new().format(tee.time_ns).as_bytes());
@@ -369,6 +381,27 @@ mod tests {
             );
         }
         (batch, index)
+    }
+
+    /// InfluxDB skips a field named `time` and stores the others: so do the records (the
+    /// other fields then written canonically, `2` as `2.0`).
+    #[test]
+    fn records_leave_out_a_time_field_as_influxdb_does() {
+        let body =
+            b"m,t=a time=1i,v=2 5\nm,t=a v=1,timer=3i 6\nm,t=a\\ b x=\"time=1\",time=\"x\" 7\n";
+        for format in [RecordFormat::Line, RecordFormat::Batch] {
+            let (batch, _) = encode(format, body);
+            let values: Vec<&[u8]> = batch.iter().map(|r| r.value).collect();
+            let expected: &[&[u8]] = match format {
+                RecordFormat::Line => &[
+                    b"m,t=a v=2.0 5",
+                    b"m,t=a v=1,timer=3i 6",
+                    b"m,t=a\\ b x=\"time=1\" 7",
+                ],
+                _ => &[b"m,t=a v=2.0 5\nm,t=a v=1,timer=3i 6\nm,t=a\\ b x=\"time=1\" 7"],
+            };
+            assert_eq!(values, expected, "{format:?}");
+        }
     }
 
     /// 80,000 measurements in one write under `{measurement}`: one topic lookup per

@@ -176,6 +176,44 @@ impl<'a> Point<'a> {
         }
     }
 
+    /// Whether a field is named `time`: InfluxDB's storage skips such fields (1.x and
+    /// 2.x `ValidateAndCreateFields`) and stores the point with its other fields.
+    #[inline]
+    pub fn has_time_field(&self) -> bool {
+        let raw = &self.text[self.meta.fields_start as usize..self.meta.fields_end as usize];
+        // A cheap scan of the bytes first; names are decoded only when it hits.
+        memchr::memmem::find(raw, b"time").is_some() && self.fields().any(|(key, _)| key == "time")
+    }
+
+    /// The line as InfluxDB stores it when it has a `time` field beside others: the
+    /// key as written, the other fields (canonically escaped), then `" <timestamp_ns>"`.
+    pub fn write_without_time_fields(&self, out: &mut Vec<u8>, timestamp_ns: i64) {
+        if self.meta.flags & FLAG_VERBATIM != 0 {
+            out.extend_from_slice(&self.text[..self.meta.key_end as usize]);
+        } else {
+            escape_measurement(&self.measurement(), out);
+            for (k, v) in self.tags() {
+                out.push(b',');
+                escape_tag(&k, out);
+                out.push(b'=');
+                escape_tag(&v, out);
+            }
+        }
+        out.push(b' ');
+        let mut first = true;
+        for (k, v) in self.fields().filter(|(key, _)| key != "time") {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            escape_field_key(&k, out);
+            out.push(b'=');
+            write_field_value(&v, out);
+        }
+        out.push(b' ');
+        out.extend_from_slice(itoa::Buffer::new().format(timestamp_ns).as_bytes());
+    }
+
     /// The input's own bytes for the key and the fields, with just enough whitespace
     /// around them for the server's scanners to be in the same state as they were.
     #[cold]
