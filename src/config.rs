@@ -248,6 +248,11 @@ pub struct HttpConfig {
     pub max_header_bytes: usize,
     /// On shutdown, how long open connections may take to finish their requests.
     pub drain_timeout_ms: u64,
+    /// Longest wait for the next bytes of a request body; then 408 and the connection closes.
+    pub body_idle_timeout_ms: u64,
+    /// Average rate a request body must keep once `body_min_rate_grace_ms` has passed (0: off).
+    pub body_min_bytes_per_second: u64,
+    pub body_min_rate_grace_ms: u64,
 }
 
 impl Default for HttpConfig {
@@ -260,6 +265,9 @@ impl Default for HttpConfig {
             max_headers: 1_000,
             max_header_bytes: 1 << 20,
             drain_timeout_ms: 30_000,
+            body_idle_timeout_ms: 30_000,
+            body_min_bytes_per_second: 1024,
+            body_min_rate_grace_ms: 10_000,
         }
     }
 }

@@ -67,6 +67,7 @@ pub fn build_pipeline(config: &Config) -> anyhow::Result<Arc<WritePipeline>> {
             ack_timeout: Duration::from_millis(config.kafka.ack_timeout_ms),
             retry_after_seconds: config.upstream.retry_after_seconds,
             readback: config.upstream.readback.clone(),
+            body_pace: body_pace(&config.http),
         },
         in_flight: Default::default(),
     }))
@@ -182,6 +183,15 @@ pub async fn run(
     }
     let _ = admin.await;
     Ok(())
+}
+
+/// How slowly a request body may arrive.
+pub fn body_pace(config: &HttpConfig) -> crate::http::timed_body::BodyPace {
+    crate::http::timed_body::BodyPace {
+        idle: Duration::from_millis(config.body_idle_timeout_ms),
+        min_bytes_per_second: config.body_min_bytes_per_second,
+        grace: Duration::from_millis(config.body_min_rate_grace_ms),
+    }
 }
 
 /// The limits of the client listener, or of the admin listener (`admin`).

@@ -273,3 +273,57 @@ async fn http2_passes_through_and_a_malformed_body_gets_400() {
     assert!(status.starts_with("HTTP/1.1 400"), "{status}");
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn a_trickled_body_gets_408_and_nothing_is_stored() {
+    require_stack().await;
+    let db = unique("conn_body");
+    create_database(&db).await;
+    let topic = format!("{db}_t");
+    let mut config = config(&influxdb_url(), &topic);
+    config.http.body_idle_timeout_ms = 1_000;
+    config.http.body_min_bytes_per_second = 100;
+    config.http.body_min_rate_grace_ms = 1_000;
+    let proxy = start_proxy(config).await;
+
+    // A write and a pass-through upload, each trickling one byte every 300 ms: never
+    // idle for a second, but far under 100 bytes/s once the grace has passed.
+    for path in [format!("/write?db={db}"), format!("/query?db={db}")] {
+        let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+        let body = "slow v=1i 1600000000000000000\n".repeat(20);
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let started = Instant::now();
+        let mut answer = Vec::new();
+        for byte in body.bytes() {
+            if stream.write_all(&[byte]).await.is_err() {
+                break;
+            }
+            let mut buffer = [0u8; 1024];
+            if let Ok(Ok(n)) =
+                tokio::time::timeout(Duration::from_millis(300), stream.read(&mut buffer)).await
+            {
+                answer.extend_from_slice(&buffer[..n]);
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{path}: never cut off"
+            );
+        }
+        let (rest, closed) = read_until_closed(&mut stream, Duration::from_secs(10)).await;
+        answer.extend_from_slice(&rest);
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 408"), "{path}: {text}");
+        assert!(closed, "{path}: the connection stays open after 408");
+    }
+    write_and_check(&proxy, &db, &topic, 3).await;
+    assert!(
+        influx_rows(&db, "slow").await.is_empty(),
+        "a cut-off body was stored"
+    );
+    proxy.stop().await;
+}

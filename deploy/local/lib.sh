@@ -20,6 +20,13 @@ IT_INFLUX_AUTH_USER="admin"
 IT_INFLUX_AUTH_PASSWORD=admin-password
 IT_VM_ADDR=127.0.0.1:18428
 
+# three-node KRaft cluster (service kafka-cluster = nodes kafka-cluster-1..3):
+# node N listens on PLAINTEXT 127.0.0.1:1920N and CONTROLLER 127.0.0.1:1921N
+IT_KAFKA_CLUSTER_NODES=(1 2 3)
+IT_KAFKA_CLUSTER_ADDR=127.0.0.1:19201,127.0.0.1:19202,127.0.0.1:19203
+it_kafka_cluster_port() { echo $((19200 + $1)); }
+it_kafka_cluster_controller_port() { echo $((19210 + $1)); }
+
 # InfluxDB OSS 2.7 (optional service `influxdb2`), built from the Go module
 # source by deploy/local/build-influxdb2 (not a Debian package). Onboarded by
 # `stack up influxdb2` with these loopback-only test credentials.

@@ -111,7 +111,13 @@ async fn collect_capped(mut body: Body, limit: usize) -> Result<Bytes, ProxyErro
     let mut buffer: Option<BytesMut> = None;
     let mut total = 0usize;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| ProxyError::BodyRead(e.to_string()))?;
+        let frame = frame.map_err(|e| {
+            if super::timed_body::BodyTimeout::is_in(&e) {
+                ProxyError::BodyTimeout(e.to_string())
+            } else {
+                ProxyError::BodyRead(e.to_string())
+            }
+        })?;
         let Ok(chunk) = frame.into_data() else {
             continue;
         };

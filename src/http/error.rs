@@ -26,6 +26,9 @@ pub enum ProxyError {
     BadGzip(String),
     #[error("unable to read data: {0}")]
     BodyRead(String),
+    /// The body came too slowly (`http.body_idle_timeout_ms`, `http.body_min_bytes_per_second`).
+    #[error("unable to read data: {0}")]
+    BodyTimeout(String),
     #[error("invalid precision; valid precision units are {valid}")]
     InvalidPrecision { valid: &'static str },
     #[error("{0}")]
@@ -52,6 +55,7 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::BadGzip(_)
             | ProxyError::BodyRead(_)
             | ProxyError::InvalidPrecision { .. }
@@ -94,6 +98,10 @@ impl ProxyError {
         if self.retryable() {
             builder = builder.header(header::RETRY_AFTER, retry_after_seconds);
         }
+        if status == StatusCode::REQUEST_TIMEOUT {
+            // What is left of a too-slow body is not worth reading: close the connection.
+            builder = builder.header(header::CONNECTION, "close");
+        }
         let mut bytes = serde_json::to_vec(&body).unwrap_or_default();
         bytes.push(b'\n');
         builder.body(Body::from(bytes)).unwrap_or_else(|_| {
@@ -112,6 +120,7 @@ pub fn v2_code(status: StatusCode) -> &'static str {
         403 => "forbidden",
         404 => "not found",
         405 => "method not allowed",
+        408 => "request timeout",
         409 => "conflict",
         413 => "request too large",
         422 => "unprocessable entity",

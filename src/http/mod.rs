@@ -7,6 +7,7 @@ pub mod error;
 pub mod gateway;
 pub mod passthrough;
 pub mod serve;
+pub mod timed_body;
 pub mod tls;
 
 use std::sync::Arc;

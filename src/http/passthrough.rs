@@ -9,7 +9,7 @@ use axum::response::Response;
 use http::header;
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -61,6 +61,7 @@ pub async fn forward(
     if let Ok(value) = id.parse() {
         parts.headers.entry(REQUEST_ID_HEADER).or_insert(value);
     }
+    let body = super::timed_body::TimedBody::new(body, pipeline.settings.body_pace).into_body();
     let (body, client_body_failed) = WatchedBody::new(body);
     match upstream
         .send_streaming(Request::from_parts(parts, Body::new(body)))
@@ -75,16 +76,20 @@ pub async fn forward(
                 .inc();
             response
         }
-        Err(_) if client_body_failed.load(Ordering::Relaxed) => {
+        Err(_) if client_body_failed.load(Ordering::Relaxed) != BODY_OK => {
             // The client's own body was malformed (bad chunked framing, a reset stream):
-            // InfluxDB's server would have answered 400 for it.
+            // InfluxDB's server would have answered 400 for it. Or it came too slowly.
+            let error = if client_body_failed.load(Ordering::Relaxed) == BODY_TOO_SLOW {
+                ProxyError::BodyTimeout("request body too slow".into())
+            } else {
+                ProxyError::BodyRead("malformed request body".into())
+            };
             pipeline
                 .metrics
                 .passthrough_requests
-                .with_label_values(&["400"])
+                .with_label_values(&[error.status().as_str()])
                 .inc();
-            ProxyError::BodyRead("malformed request body".into())
-                .into_response(dialect, retry_after)
+            error.into_response(dialect, retry_after)
         }
         Err(error) => {
             pipeline
@@ -109,12 +114,16 @@ pub async fn forward(
 /// malformed body is told apart from an unreachable upstream.
 struct WatchedBody {
     inner: Body,
-    failed: Arc<AtomicBool>,
+    failed: Arc<AtomicU8>,
 }
 
+const BODY_OK: u8 = 0;
+const BODY_MALFORMED: u8 = 1;
+const BODY_TOO_SLOW: u8 = 2;
+
 impl WatchedBody {
-    fn new(inner: Body) -> (WatchedBody, Arc<AtomicBool>) {
-        let failed = Arc::new(AtomicBool::new(false));
+    fn new(inner: Body) -> (WatchedBody, Arc<AtomicU8>) {
+        let failed = Arc::new(AtomicU8::new(BODY_OK));
         (
             WatchedBody {
                 inner,
@@ -134,8 +143,13 @@ impl http_body::Body for WatchedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Err(_))) = &polled {
-            self.failed.store(true, Ordering::Relaxed);
+        if let Poll::Ready(Some(Err(error))) = &polled {
+            let kind = if super::timed_body::BodyTimeout::is_in(error) {
+                BODY_TOO_SLOW
+            } else {
+                BODY_MALFORMED
+            };
+            self.failed.store(kind, Ordering::Relaxed);
         }
         polled
     }

@@ -338,6 +338,10 @@ pub fn shipper_properties(configured: &BTreeMap<String, String>) -> BTreeMap<Str
         props.insert(key.to_owned(), value.to_owned());
     }
     props.remove("delivery.timeout.ms");
+    // librdkafka's default is to retry for ever; a configured limit would only make
+    // idempotence refuse to start (0) or turn outages into replays.
+    props.remove("retries");
+    props.remove("message.send.max.retries");
     props
 }
 

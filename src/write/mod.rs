@@ -34,6 +34,8 @@ pub struct WriteSettings {
     pub ack_timeout: Duration,
     pub retry_after_seconds: u32,
     pub readback: readback::ReadbackConfig,
+    /// How slowly a body may arrive before the proxy answers 408.
+    pub body_pace: crate::http::timed_body::BodyPace,
 }
 
 /// Everything a write needs, shared by all requests.
@@ -153,6 +155,8 @@ impl WritePipeline {
             Err(error) if server.proxy_decides() || translate => return Err(error),
             Err(refusal) => Err(refusal),
         };
+        let body =
+            crate::http::timed_body::TimedBody::new(body, self.settings.body_pace).into_body();
         let body = read_capped(body, &parts.headers, self.settings.max_body_bytes, server).await?;
 
         // From here on the write runs to completion, and is teed, whether or not the
