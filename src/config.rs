@@ -88,6 +88,8 @@ pub struct UpstreamConfig {
     pub version_probe_interval_ms: u64,
     /// Add `X-Forwarded-For` and `Forwarded` naming the client to forwarded requests.
     pub forwarded_headers: bool,
+    /// Bounds of reading back a partial write whose answer does not say what was stored.
+    pub readback: crate::write::readback::ReadbackConfig,
     /// For an `https://` upstream: a PEM CA bundle trusted besides the system's roots.
     pub ca_file: Option<PathBuf>,
     /// For an `https://` upstream that wants client certificates: PEM certificate and key.
@@ -107,6 +109,7 @@ impl Default for UpstreamConfig {
             retry_after_seconds: 5,
             version_probe_interval_ms: 60_000,
             forwarded_headers: true,
+            readback: Default::default(),
             ca_file: None,
             client_cert_file: None,
             client_key_file: None,

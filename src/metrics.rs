@@ -14,7 +14,8 @@ pub struct Metrics {
     registry: Registry,
     /// Write requests by endpoint (`v1`, `v2`) and HTTP status code.
     pub requests: IntCounterVec,
-    /// Write request latency by phase: `total`, `proxy` (our own work), `upstream`, `kafka`.
+    /// Write request latency by phase: `total`, `proxy` (our own work), `upstream`, `kafka`,
+    /// `readback` (reading back a partial write).
     pub request_seconds: HistogramVec,
     /// Points seen in write bodies by outcome: `parsed`, `invalid`, `teed`, `not_teed`.
     pub points: IntCounterVec,
@@ -52,7 +53,7 @@ impl Metrics {
         let request_seconds = HistogramVec::new(
             HistogramOpts::new(
                 "influx_tee_write_request_duration_seconds",
-                "Write request latency by phase (total, proxy, upstream, kafka)",
+                "Write request latency by phase (total, proxy, upstream, kafka, readback)",
             )
             .buckets(vec![
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,

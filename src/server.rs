@@ -71,6 +71,7 @@ pub fn build_pipeline(config: &Config) -> anyhow::Result<Arc<WritePipeline>> {
             ack: config.kafka.ack,
             ack_timeout: Duration::from_millis(config.kafka.ack_timeout_ms),
             retry_after_seconds: config.upstream.retry_after_seconds,
+            readback: config.upstream.readback.clone(),
             body_pace: body_pace(&config.http),
         },
         in_flight: Default::default(),

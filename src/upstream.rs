@@ -18,6 +18,9 @@ use hyper_util::rt::TokioExecutor;
 use crate::config::{UpstreamApi, UpstreamConfig};
 use crate::metrics::Metrics;
 
+mod head_sanitizer;
+use head_sanitizer::SanitizingConnector;
+
 /// Why a forwarded request got no answer from the upstream.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -88,6 +91,46 @@ impl BufferedResponse {
     }
 }
 
+impl BufferedResponse {
+    /// InfluxDB 1.x puts the first 1024 bytes of an error in `X-Influxdb-Error`; the
+    /// client drops that header when it holds bytes HTTP forbids (a refused line's
+    /// control characters). Rebuilds it from the body as Go's server writes it (CR and
+    /// LF as spaces, trimmed), with the other forbidden bytes as spaces too.
+    pub fn restore_influxdb1_error_header(&mut self) {
+        const NAME: &str = "x-influxdb-error";
+        let from_influxdb1 = self
+            .headers
+            .get("X-Influxdb-Version")
+            .is_some_and(|v| v.as_bytes().starts_with(b"1."));
+        // 1.x answers 401 with `WWW-Authenticate` instead.
+        if !from_influxdb1
+            || self.status.is_success()
+            || self.status == StatusCode::UNAUTHORIZED
+            || self.headers.contains_key(NAME)
+        {
+            return;
+        }
+        let Some(message) = self.error_message() else {
+            return;
+        };
+        let bytes = &message.as_bytes()[..message.len().min(1024)];
+        let sanitized: Vec<u8> = bytes
+            .iter()
+            .map(|&b| {
+                if (b < 0x20 && b != b'\t') || b == 0x7f {
+                    b' '
+                } else {
+                    b
+                }
+            })
+            .collect();
+        let trimmed = sanitized.trim_ascii();
+        if let Ok(value) = http::HeaderValue::from_bytes(trimmed) {
+            self.headers.insert(NAME, value);
+        }
+    }
+}
+
 /// The first of `keys` found in a MessagePack map of strings to strings. Other
 /// value types end the search: InfluxDB's error bodies are flat string maps.
 fn msgpack_map_str(body: &[u8], keys: &[&str]) -> Option<String> {
@@ -140,6 +183,9 @@ pub struct UpstreamIdentity {
 /// The upstream InfluxDB.
 pub struct Upstream {
     client: Client<HttpsConnector<HttpConnector>, Body>,
+    /// For writes, probes and read-backs, whose answers are buffered: control bytes in
+    /// their heads become spaces ([`head_sanitizer`]).
+    buffered_client: Client<SanitizingConnector<HttpsConnector<HttpConnector>>, Body>,
     base: Uri,
     timeout: Duration,
     passthrough_timeout: Option<Duration>,
@@ -175,12 +221,17 @@ impl Upstream {
             .https_or_http()
             .enable_http1()
             .wrap_connector(connector);
-        let client = Client::builder(TokioExecutor::new())
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
             .pool_idle_timeout(Duration::from_millis(config.pool_idle_timeout_ms))
             .pool_max_idle_per_host(64)
-            .build(connector);
+            // InfluxDB 1.x copies a refused line, control bytes and all, into
+            // `X-Influxdb-Error`: drop that header line rather than the whole answer
+            // (the write path rebuilds it from the body).
+            .http1_ignore_invalid_headers_in_responses(true);
         Ok(Arc::new(Upstream {
-            client,
+            buffered_client: builder.build(SanitizingConnector(connector.clone())),
+            client: builder.build(connector),
             base,
             timeout: Duration::from_millis(config.timeout_ms),
             passthrough_timeout: (config.passthrough_timeout_ms > 0)
@@ -228,7 +279,8 @@ impl Upstream {
         request: Request<Body>,
     ) -> Result<BufferedResponse, UpstreamError> {
         let exchange = async {
-            let response = self.client.request(request).await.map_err(connect_error)?;
+            let response = self.request_buffered(request).await?;
+            self.observe(response.headers());
             let (parts, body) = response.into_parts();
             let body = body
                 .collect()
@@ -260,7 +312,75 @@ impl Upstream {
             None => exchange.await,
         }
         .map_err(connect_error)?;
+        self.observe(response.headers());
         Ok(response.map(Body::new))
+    }
+
+    /// Sends a request and reads at most `max_bytes` of its answer within `limit`.
+    pub async fn send_capped(
+        &self,
+        request: Request<Body>,
+        max_bytes: usize,
+        limit: Duration,
+    ) -> Result<BufferedResponse, UpstreamError> {
+        let exchange = async {
+            let response = self.request_buffered(request).await?;
+            self.observe(response.headers());
+            let (parts, body) = response.into_parts();
+            let body = http_body_util::Limited::new(body, max_bytes)
+                .collect()
+                .await
+                .map_err(|e| UpstreamError::Connect(e.to_string()))?
+                .to_bytes();
+            Ok(BufferedResponse {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            })
+        };
+        tokio::time::timeout(limit, exchange)
+            .await
+            .map_err(|_| UpstreamError::Timeout(limit))?
+    }
+
+    /// Sends on the sanitizing client, but for `HEAD`: its answer's head announces a
+    /// body that does not follow, which the sanitizer cannot know.
+    async fn request_buffered(
+        &self,
+        request: Request<Body>,
+    ) -> Result<Response<hyper::body::Incoming>, UpstreamError> {
+        if request.method() == Method::HEAD {
+            self.client.request(request).await
+        } else {
+            self.buffered_client.request(request).await
+        }
+        .map_err(connect_error)
+    }
+
+    /// Learns the upstream's version from any answer's `X-Influxdb-Version`: a `/ping`
+    /// that failed at start, or an upstream replaced behind the same address, must
+    /// not leave the proxy parsing for the wrong server until the next probe.
+    fn observe(&self, headers: &HeaderMap) {
+        const VERSION: HeaderName = HeaderName::from_static("x-influxdb-version");
+        let Some(version) = headers.get(VERSION).and_then(|v| v.to_str().ok()) else {
+            return;
+        };
+        let known = self
+            .identity
+            .read()
+            .is_ok_and(|identity| identity.version.as_deref() == Some(version));
+        if known {
+            return;
+        }
+        let identity = UpstreamIdentity {
+            version: Some(version.to_owned()),
+            build: headers
+                .get("X-Influxdb-Build")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        };
+        tracing::info!(version, "upstream version learnt from an answer");
+        self.learn(&identity);
     }
 
     /// Reads `/ping` and remembers what the upstream says it is.
@@ -287,6 +407,12 @@ impl Upstream {
             version: header("X-Influxdb-Version"),
             build: header("X-Influxdb-Build"),
         };
+        self.learn(&identity);
+        Ok(identity)
+    }
+
+    /// Remembers what the upstream is and which API it speaks.
+    fn learn(&self, identity: &UpstreamIdentity) {
         let api = match identity.version.as_deref() {
             Some(v) if v.starts_with("1.") => API_V1,
             Some(v) if v.starts_with("v2") || v.starts_with("2.") => API_V2,
@@ -311,7 +437,6 @@ impl Upstream {
         if let Ok(mut current) = self.identity.write() {
             *current = identity.clone();
         }
-        Ok(identity)
     }
 
     /// The API the upstream speaks: configured, else detected, else assumed v2.
@@ -599,6 +724,40 @@ mod tests {
             body: body.into(),
         };
         assert_eq!(answer.error_message().as_deref(), Some("partial write: x"));
+    }
+
+    #[test]
+    fn learns_the_version_from_any_answer() {
+        let upstream = Upstream::new(&UpstreamConfig::default()).unwrap();
+        assert_eq!(upstream.api(), UpstreamApi::V2, "assumed until known");
+        let mut headers = HeaderMap::new();
+        headers.insert("X-Influxdb-Version", "1.6.7~rc0".parse().unwrap());
+        upstream.observe(&headers);
+        assert_eq!(upstream.api(), UpstreamApi::V1);
+        assert!(upstream.translates_v2_writes());
+        assert!(!upstream.accepts_unsigned());
+        headers.insert("X-Influxdb-Version", "v2.7.12".parse().unwrap());
+        upstream.observe(&headers);
+        assert_eq!(upstream.api(), UpstreamApi::V2);
+        assert_eq!(upstream.identity().version.as_deref(), Some("v2.7.12"));
+    }
+
+    #[test]
+    fn rebuilds_an_influxdb1_error_header_hyper_dropped() {
+        let mut headers = HeaderMap::new();
+        headers.insert("X-Influxdb-Version", "1.6.7~rc0".parse().unwrap());
+        let mut answer = BufferedResponse {
+            status: StatusCode::BAD_REQUEST,
+            headers,
+            body: br#"{"error":"partial write: unable to parse 'a\u0000b\u0001 \n': x dropped=0"}"#
+                .as_slice()
+                .into(),
+        };
+        answer.restore_influxdb1_error_header();
+        assert_eq!(
+            answer.headers["x-influxdb-error"],
+            "partial write: unable to parse 'a b   ': x dropped=0"
+        );
     }
 
     #[test]

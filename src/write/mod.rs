@@ -3,6 +3,7 @@
 
 pub mod accepted;
 pub mod budget;
+pub mod readback;
 pub mod request;
 pub mod stamp;
 pub mod translate;
@@ -22,7 +23,7 @@ use crate::line_protocol::{self, Line, ParseOptions};
 use crate::metrics::Metrics;
 use crate::upstream::{strip_hop_by_hop, BufferedResponse, Upstream};
 
-use accepted::Accepted;
+use accepted::{Accepted, Fate};
 use request::{Server, WriteTarget};
 
 /// Settings of the write path.
@@ -33,6 +34,7 @@ pub struct WriteSettings {
     pub ack: AckMode,
     pub ack_timeout: Duration,
     pub retry_after_seconds: u32,
+    pub readback: readback::ReadbackConfig,
     /// How slowly a body may arrive before the proxy answers 408.
     pub body_pace: crate::http::timed_body::BodyPace,
 }
@@ -336,13 +338,16 @@ impl WritePipeline {
             Some(answer) => Accepted::from_answer(answer),
             None => Accepted::All,
         };
+        let fates = self
+            .stored_lines(&accepted, &lines, &target, &parts, translate, stamp_ns)
+            .await;
         let kafka_started = Instant::now();
         let tee_result = self
             .tee(
                 &target,
                 &body.decoded,
                 &lines,
-                &accepted,
+                &fates,
                 stamp_ns,
                 received_ns,
                 request_id,
@@ -458,10 +463,97 @@ impl WritePipeline {
             tracing::warn!(%error, "upstream unreachable");
             ProxyError::UpstreamUnavailable(error.to_string())
         })?;
+        answer.restore_influxdb1_error_header();
         if translate_to_v1.is_some() {
             translate::error_to_v2(&mut answer);
         }
         Ok(answer)
+    }
+
+    /// Which lines the upstream stored: as its answer says, else as read back.
+    async fn stored_lines(
+        &self,
+        accepted: &Accepted,
+        lines: &[Line<'_>],
+        target: &WriteTarget,
+        parts: &http::request::Parts,
+        translated: bool,
+        stamp_ns: i64,
+    ) -> Vec<Fate> {
+        let endpoint = target.endpoint_label();
+        let time_ns =
+            |point: &line_protocol::Point<'_>| target.time_ns(point.timestamp(), stamp_ns);
+        let mut verdict = accepted.verdict(lines, time_ns);
+        if verdict.unteeable > 0 {
+            self.metrics
+                .partial_write_unresolved
+                .with_label_values(&[endpoint])
+                .inc();
+            tracing::warn!(
+                unteeable = verdict.unteeable,
+                "the upstream stored lines this proxy cannot parse; they are not teed"
+            );
+        }
+        let doubts = verdict.fates.contains(&Fate::Unknown);
+        if let (Some(upstream), true) = (&self.upstream, doubts) {
+            let readback =
+                readback::ReadbackTarget::from_request(parts, &target.db, &target.rp, translated);
+            let doubtful = readback::doubtful(lines, &verdict.fates, time_ns);
+            self.read_back(upstream, &readback, doubtful, &mut verdict.fates, endpoint)
+                .await;
+        }
+        verdict.fates
+    }
+
+    /// Settles the lines whose fate the upstream's answer left open by reading them
+    /// back; where that fails, none of them is teed.
+    async fn read_back(
+        &self,
+        upstream: &Upstream,
+        target: &readback::ReadbackTarget<'_>,
+        (indices, candidates): (Vec<usize>, Vec<readback::Candidate<'_, '_>>),
+        fates: &mut [Fate],
+        endpoint: &'static str,
+    ) {
+        if candidates.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        let outcome =
+            readback::stored(upstream, target, &candidates, &self.settings.readback).await;
+        let elapsed = started.elapsed();
+        self.metrics
+            .request_seconds
+            .with_label_values(&[endpoint, "readback"])
+            .observe(elapsed.as_secs_f64());
+        match outcome {
+            Ok(stored) => {
+                let kept = stored.iter().filter(|s| **s).count();
+                tracing::info!(
+                    points = candidates.len(),
+                    stored = kept,
+                    elapsed_ms = elapsed.as_millis() as u64,
+                    "partial write: read back what the upstream stored"
+                );
+                for (index, stored) in indices.into_iter().zip(stored) {
+                    fates[index] = if stored { Fate::Stored } else { Fate::Dropped };
+                }
+            }
+            Err(error) => {
+                self.metrics
+                    .partial_write_unresolved
+                    .with_label_values(&[endpoint])
+                    .inc();
+                tracing::warn!(
+                    %error,
+                    points = candidates.len(),
+                    "partial write: could not tell which points the upstream stored; none of them is teed"
+                );
+                for index in indices {
+                    fates[index] = Fate::Dropped;
+                }
+            }
+        }
     }
 
     /// Sends the points the upstream stored to Kafka; in `ack = "all"` waits for Kafka too.
@@ -471,7 +563,7 @@ impl WritePipeline {
         target: &WriteTarget,
         body: &[u8],
         lines: &[Line<'_>],
-        accepted: &Accepted,
+        fates: &[Fate],
         stamp_ns: i64,
         received_ns: i64,
         request_id: &str,
@@ -479,65 +571,22 @@ impl WritePipeline {
     ) -> Result<(), ProxyError> {
         let endpoint = target.endpoint_label();
         let parsed = lines.iter().filter(|l| l.result.is_ok()).count();
-        let mut excluded = 0u64;
-        // Lines InfluxDB 3 stored but our (InfluxDB 1.x/2.x) parser refused: not teeable.
-        let mut unteeable = 0u64;
-        if let Accepted::AllBut(rejected) = accepted {
-            unteeable = lines
-                .iter()
-                .filter(|l| l.result.is_err() && !rejected.contains(&l.number))
-                .count() as u64;
-        }
-        let mut points: Vec<TeePoint<'_, '_>> = Vec::new();
-        if *accepted != Accepted::Nothing {
-            points.reserve(parsed);
-            for line in lines {
-                let Ok(point) = &line.result else { continue };
-                let dropped = match accepted {
-                    Accepted::Partial(partial) => {
-                        partial.conflict.as_ref().is_some_and(|c| c.matches(point))
-                            || accepted::dropped_by_storage(point)
-                    }
-                    Accepted::AllBut(rejected) => rejected.contains(&line.number),
-                    _ => false,
-                };
-                if dropped {
-                    excluded += 1;
-                    continue;
-                }
+        let points: Vec<TeePoint<'_, '_>> = lines
+            .iter()
+            .zip(fates)
+            .filter(|(_, fate)| **fate == Fate::Stored)
+            .filter_map(|(line, _)| {
+                let point = line.result.as_ref().ok()?;
                 let head = trim_leading_blanks(
                     &body[line.span.start..line.span.start + point.field_set_end()],
                 );
-                points.push(TeePoint {
+                Some(TeePoint {
                     line_head: head,
                     point,
                     time_ns: target.time_ns(point.timestamp(), stamp_ns),
-                });
-            }
-        }
-        if unteeable > 0 {
-            self.metrics
-                .partial_write_unresolved
-                .with_label_values(&[endpoint])
-                .inc();
-            tracing::warn!(
-                unteeable,
-                "the upstream stored lines this proxy cannot parse; they are not teed"
-            );
-        }
-        if let Accepted::Partial(partial) = accepted {
-            if partial.dropped != excluded {
-                self.metrics
-                    .partial_write_unresolved
-                    .with_label_values(&[endpoint])
-                    .inc();
-                tracing::warn!(
-                    dropped = partial.dropped,
-                    identified = excluded,
-                    "partial write: could not identify every point the upstream dropped; teeing the rest"
-                );
-            }
-        }
+                })
+            })
+            .collect();
         self.metrics
             .points
             .with_label_values(&[endpoint, "teed"])

@@ -656,6 +656,139 @@ pub async fn influx2_rows(
     rows
 }
 
+/// An answer read off the socket, for servers whose headers HTTP clients refuse.
+pub struct RawAnswer {
+    pub status: u16,
+    /// Header lines as sent, without the status line.
+    pub headers: Vec<Vec<u8>>,
+    pub body: Vec<u8>,
+}
+
+impl RawAnswer {
+    /// The raw value of a header (case-insensitive name).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.iter().find_map(|line| {
+            let colon = line.iter().position(|b| *b == b':')?;
+            std::str::from_utf8(&line[..colon])
+                .ok()?
+                .eq_ignore_ascii_case(name)
+                .then(|| line[colon + 1..].trim_ascii())
+        })
+    }
+}
+
+/// POSTs a body over a plain socket (`Connection: close`) and reads the answer as sent.
+pub async fn raw_post(base_url: &str, path_and_query: &str, body: &[u8]) -> RawAnswer {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = base_url.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = tokio::net::TcpStream::connect(host)
+        .await
+        .expect("the server listens");
+    let head = format!(
+        "POST {path_and_query} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let split = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete answer head");
+    let mut lines = answer[..split]
+        .split(|b| *b == b'\n')
+        .map(|l| l.trim_ascii_end());
+    let status_line = std::str::from_utf8(lines.next().unwrap())
+        .unwrap()
+        .to_owned();
+    let status = status_line.split(' ').nth(1).unwrap().parse().unwrap();
+    RawAnswer {
+        status,
+        headers: lines.map(<[u8]>::to_vec).collect(),
+        body: answer[split + 4..].to_vec(),
+    }
+}
+
+/// A loopback TCP relay to `target` that closes its first `refuse` connections
+/// unanswered, as an upstream that is briefly down.
+pub struct FlakyRelay {
+    pub addr: SocketAddr,
+    pub refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl FlakyRelay {
+    pub async fn start(target: &str, refuse: usize) -> FlakyRelay {
+        use std::sync::atomic::Ordering;
+        let target = target.trim_start_matches("http://").to_owned();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let refused = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = refused.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if counter.load(Ordering::SeqCst) < refuse {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    drop(client);
+                    continue;
+                }
+                let target = target.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        FlakyRelay { addr, refused }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+/// Runs an InfluxQL statement as admin on the InfluxDB 1.x with auth enabled.
+pub async fn influx_auth_query(statement: &str) {
+    let response = http()
+        .post(format!("{}/query", influxdb_auth_url()))
+        .basic_auth(INFLUX_AUTH_USER, Some(INFLUX_AUTH_PASSWORD))
+        .form(&[("q", statement)])
+        .send()
+        .await
+        .expect("InfluxDB answers");
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    assert!(
+        status.is_success() && !text.contains("\"error\""),
+        "{statement}: {status} {text}"
+    );
+}
+
+/// Waits until the InfluxDB 1.x of the stack lists `db`: under load a database
+/// created a moment ago can still be unknown to the write path.
+pub async fn await_database(db: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let listed: serde_json::Value = http()
+            .get(format!("{}/query", influxdb_url()))
+            .query(&[("q", "SHOW DATABASES")])
+            .send()
+            .await
+            .expect("InfluxDB answers")
+            .json()
+            .await
+            .unwrap_or_default();
+        let found = listed["results"][0]["series"][0]["values"]
+            .as_array()
+            .is_some_and(|names| names.iter().any(|n| n[0].as_str() == Some(db)));
+        if found {
+            return;
+        }
+        assert!(Instant::now() < deadline, "database {db} never appeared");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
 pub mod certs;
 
 // --- Spool edges (tests/spool_edges.rs): a proxy process, Kafka topics. ---
