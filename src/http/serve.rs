@@ -271,6 +271,10 @@ async fn serve_connection<S>(
         .timer(TokioTimer::new())
         // The watchdog below times request heads; hyper's timer would also cut idle keep-alives.
         .header_read_timeout(None)
+        // A client may close its side once its request is sent (or hang up): the
+        // request it sent is still read to its end and served, as Go's server does.
+        // Without this hyper drops the request at the EOF, body still unread.
+        .half_close(true)
         .max_headers(limits.max_headers)
         .max_buf_size(limits.max_header_bytes.max(8192) + 8192);
     builder
