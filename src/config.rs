@@ -30,6 +30,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// Inbound TLS of the client listener.
     pub tls: crate::http::tls::TlsConfig,
+    /// Who may write when there is no upstream (`upstream = "none"`).
+    pub gateway: crate::http::gateway_auth::GatewayConfig,
 }
 
 impl Default for Config {
@@ -45,6 +47,7 @@ impl Default for Config {
             log: LogConfig::default(),
             http: HttpConfig::default(),
             tls: crate::http::tls::TlsConfig::default(),
+            gateway: Default::default(),
         }
     }
 }
@@ -518,6 +521,15 @@ impl Config {
             if self.upstream.connect_timeout_ms == 0 {
                 return Err("upstream.connect_timeout_ms = 0: no connection could be made".into());
             }
+        }
+        // With an upstream, InfluxDB authorises writes itself; a second allow-list
+        // would only hide which one decides.
+        if self.gateway.is_configured() && !self.upstream.is_none() {
+            return Err(
+                "[gateway] tokens apply only with upstream = \"none\"; with an upstream, \
+                 InfluxDB authorises writes itself"
+                    .into(),
+            );
         }
         if self.kafka.brokers.trim().is_empty() {
             return Err("kafka.brokers is empty".into());

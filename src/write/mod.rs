@@ -45,6 +45,8 @@ pub struct WritePipeline {
     pub settings: WriteSettings,
     /// Writes running in their own task, which may outlive their client's connection.
     pub in_flight: Arc<InFlight>,
+    /// Without an upstream, the tokens that may write; `None` leaves the gateway open.
+    pub gateway_auth: Option<crate::http::gateway_auth::GatewayAuth>,
 }
 
 /// Counts the writes in flight, so shutdown can wait for those whose client left.
@@ -136,6 +138,17 @@ impl WritePipeline {
         started: Instant,
     ) -> Result<Response<Body>, ProxyError> {
         let (parts, body) = request.into_parts();
+        // The gateway checks credentials before anything else, as InfluxDB 2.x does.
+        let grant = match &self.gateway_auth {
+            Some(auth) => match auth.authenticate(dialect, &parts.headers, parts.uri.query()) {
+                Ok(grant) => Some(grant),
+                Err(refusal) => {
+                    tracing::info!(?refusal, "gateway write refused: no known token");
+                    return Ok(refusal.into_response(dialect));
+                }
+            },
+            None => None,
+        };
         let translate = dialect == Dialect::V2
             && self
                 .upstream
@@ -151,6 +164,17 @@ impl WritePipeline {
             Err(error) if server.proxy_decides() || translate => return Err(error),
             Err(refusal) => Err(refusal),
         };
+        if let (Some(grant), Ok(target)) = (grant, &target) {
+            if !grant.permits(&target.bucket) {
+                tracing::info!(
+                    token_name = grant.name(),
+                    bucket = %target.bucket,
+                    "gateway write refused: the token may not write this bucket"
+                );
+                let refusal = crate::http::gateway_auth::Refusal::Forbidden;
+                return Ok(refusal.into_response(dialect));
+            }
+        }
         let body = read_capped(body, &parts.headers, self.settings.max_body_bytes, server).await?;
 
         // From here on the write runs to completion, and is teed, whether or not the
