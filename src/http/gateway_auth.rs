@@ -186,8 +186,7 @@ impl AllowedToken {
 
 impl Refusal {
     /// The answer InfluxDB 2.7 gives: 2.x's JSON on `/api/v2/write` and on its v1
-    /// `/write` (which also says `Vary`, from its gzip middleware); `{"error":…}` on
-    /// InfluxDB 3's endpoint.
+    /// `/write`; `{"error":…}` on InfluxDB 3's endpoint.
     pub fn into_response(self, dialect: Dialect) -> Response<Body> {
         let (status, message) = match self {
             Refusal::Unauthorized(message) => (StatusCode::UNAUTHORIZED, message),
@@ -212,7 +211,8 @@ impl Refusal {
                 HeaderValue::from_static(v2_code(status)),
             );
         }
-        if dialect == Dialect::V1 {
+        // 2.7's v1 authentication runs outside its gzip middleware, its write handler inside.
+        if dialect == Dialect::V1 && self == Refusal::Forbidden {
             headers.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
         }
         crate::write::identify(headers, None);
