@@ -290,6 +290,7 @@ async fn tokens_file_entries_and_wildcards_are_honoured() {
         ("/api/v3/write_lp?db=inline", "Bearer inline-token", 204),
         ("/api/v3/write_lp?db=events", "Bearer inline-token", 403),
         ("/api/v3/write_lp?db=inline", "Bearer unknown", 401),
+        ("/api/v3/write_lp?db=inline", "bearer inline-token", 400),
     ];
     let mut accepted = 0;
     for (index, (path, authorization, status)) in cases.iter().enumerate() {

@@ -2,11 +2,12 @@
 //! kept only as SHA-256 hashes, each naming the buckets (or `db/rp`) it may write.
 //!
 //! Credentials are read where InfluxDB 2.7 reads them, and refusals are answered as
-//! it answers them: `/api/v2/write` (and `/api/v3/write_lp`) take
-//! `Authorization: Token <t>` or `Bearer <t>` (`http/tokens.go`); v1 `/write` takes
-//! `u`/`p`, `Authorization: Token [user:]<t>` or Basic auth with the token as
-//! password (`http/legacy/influx1x_authentication_handler.go`). An unknown or missing
-//! token gets 401, a known one writing elsewhere 403, both in 2.x's JSON.
+//! it answers them: `/api/v2/write` takes `Authorization: Token <t>` or `Bearer <t>`
+//! (`http/tokens.go`); v1 `/write` takes `u`/`p`, `Authorization: Token [user:]<t>`
+//! or Basic auth with the token as password
+//! (`http/legacy/influx1x_authentication_handler.go`). An unknown or missing token
+//! gets 401, a known one writing elsewhere 403, both in 2.x's JSON. InfluxDB 3's
+//! `/api/v3/write_lp` reads and answers as `influxdb3_server` does.
 //!
 //! With an upstream, authorisation is InfluxDB's own: the allow-list is refused at start.
 
@@ -81,6 +82,8 @@ pub enum Refusal {
     Unauthorized(&'static str),
     /// 403: a known token, a bucket it may not write.
     Forbidden,
+    /// 400: InfluxDB 3 refuses an `Authorization` it cannot read.
+    Malformed,
 }
 
 /// 2.7's message when no credentials could be read, and on `/api/v2` for any 401.
@@ -88,6 +91,9 @@ const UNAUTHORIZED_ACCESS: &str = "unauthorized access";
 /// 2.7's v1 message for credentials it read but does not know (`ErrCredentialsUnauthorized`).
 const V1_UNKNOWN_CREDENTIALS: &str = "Unauthorized";
 const FORBIDDEN_WRITE: &str = "insufficient permissions for write";
+const V3_UNAUTHENTICATED: &str = "the request was not authenticated";
+const V3_FORBIDDEN: &str = "unauthorized to perform requested action with the token";
+const V3_MALFORMED: &str = "Authorization header was malformed, the request was not in the form of 'Authorization: <auth-scheme> <token>', supported auth-schemes are Bearer, Token and Basic";
 
 impl GatewayAuth {
     /// The allow-list of `config` (inline entries, then the file's), or `None` when
@@ -125,7 +131,8 @@ impl GatewayAuth {
     ) -> Result<&AllowedToken, Refusal> {
         let (token, unknown) = match dialect {
             Dialect::V1 => (v1_token(headers, query), V1_UNKNOWN_CREDENTIALS),
-            Dialect::V2 | Dialect::V3 => (v2_token(headers), UNAUTHORIZED_ACCESS),
+            Dialect::V2 => (v2_token(headers), UNAUTHORIZED_ACCESS),
+            Dialect::V3 => (v3_token(headers)?, UNAUTHORIZED_ACCESS),
         };
         let token = token.ok_or(Refusal::Unauthorized(UNAUTHORIZED_ACCESS))?;
         self.find(&token).ok_or(Refusal::Unauthorized(unknown))
@@ -185,19 +192,27 @@ impl AllowedToken {
 }
 
 impl Refusal {
-    /// The answer InfluxDB 2.7 gives: 2.x's JSON on `/api/v2/write` and on its v1
-    /// `/write`; `{"error":…}` on InfluxDB 3's endpoint.
+    /// The answer InfluxDB 2.7 gives on `/api/v2/write` and on its v1 `/write` (2.x's
+    /// JSON), or InfluxDB 3 on `/api/v3/write_lp` (`{"error": …}`, no content type).
     pub fn into_response(self, dialect: Dialect) -> Response<Body> {
         let (status, message) = match self {
             Refusal::Unauthorized(message) => (StatusCode::UNAUTHORIZED, message),
             Refusal::Forbidden => (StatusCode::FORBIDDEN, FORBIDDEN_WRITE),
+            Refusal::Malformed => (StatusCode::BAD_REQUEST, V3_MALFORMED),
         };
-        let body = match dialect {
-            Dialect::V3 => serde_json::json!({ "error": message }),
-            Dialect::V1 | Dialect::V2 => {
-                serde_json::json!({ "code": v2_code(status), "message": message })
-            }
-        };
+        if dialect == Dialect::V3 {
+            // influxdb3_server's AuthenticationError and ResourceAuthorizationError answers.
+            let message = match self {
+                Refusal::Unauthorized(_) => V3_UNAUTHENTICATED,
+                Refusal::Forbidden => V3_FORBIDDEN,
+                Refusal::Malformed => V3_MALFORMED,
+            };
+            let mut response = Response::new(Body::from(format!(r#"{{"error": "{message}"}}"#)));
+            *response.status_mut() = status;
+            crate::write::identify(response.headers_mut(), None);
+            return response;
+        }
+        let body = serde_json::json!({ "code": v2_code(status), "message": message });
         let mut response = Response::new(Body::from(body.to_string()));
         *response.status_mut() = status;
         let headers = response.headers_mut();
@@ -205,12 +220,10 @@ impl Refusal {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json; charset=utf-8"),
         );
-        if dialect != Dialect::V3 {
-            headers.insert(
-                "x-platform-error-code",
-                HeaderValue::from_static(v2_code(status)),
-            );
-        }
+        headers.insert(
+            "x-platform-error-code",
+            HeaderValue::from_static(v2_code(status)),
+        );
         // 2.7's v1 authentication runs outside its gzip middleware, its write handler inside.
         if dialect == Dialect::V1 && self == Refusal::Forbidden {
             headers.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
@@ -233,6 +246,35 @@ fn v2_token(headers: &HeaderMap) -> Option<Cow<'_, [u8]>> {
     after(b"Token ")
         .or_else(|| after(b"Bearer ").filter(|token| !token.is_empty()))
         .map(Cow::Borrowed)
+}
+
+/// influxdb3_server's `validate_auth_header`: no header, no token (401); else exactly
+/// `Bearer <t>`, `Token <t>` or `Basic <base64 of user:t>` (a 400 otherwise).
+fn v3_token(headers: &HeaderMap) -> Result<Option<Cow<'_, [u8]>>, Refusal> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value.to_str().map_err(|_| Refusal::Malformed)?;
+    let mut words = value.split(' ');
+    let (Some(scheme), Some(token), None) = (words.next(), words.next(), words.next()) else {
+        return Err(Refusal::Malformed);
+    };
+    match scheme {
+        "Bearer" | "Token" => Ok(Some(Cow::Borrowed(token.as_bytes()))),
+        "Basic" => {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(token)
+                .map_err(|_| Refusal::Malformed)?;
+            let decoded = String::from_utf8(decoded).map_err(|_| Refusal::Malformed)?;
+            match decoded.rsplit_once(':') {
+                Some((user, token)) if !user.contains(':') => {
+                    Ok(Some(Cow::Owned(token.as_bytes().to_vec())))
+                }
+                _ => Err(Refusal::Malformed),
+            }
+        }
+        _ => Err(Refusal::Malformed),
+    }
 }
 
 /// The v1 compat parseCredentials: `u` and `p` (the first of each, both non-empty),
@@ -446,6 +488,25 @@ mod tests {
         assert_eq!(check(Some("Token wrong")), unauthorized);
         assert_eq!(check(Some("Bearer ")), unauthorized);
         assert_eq!(check(Some("Tokensecret")), unauthorized);
+    }
+
+    #[test]
+    fn v3_reads_the_header_as_influxdb_3_does() {
+        let auth = auth(&[("secret", &["*"])]);
+        let check = |value: Option<&str>| {
+            auth.authenticate(Dialect::V3, &headers(value), Some("db=a&p=secret"))
+                .map(|t| t.name().to_owned())
+        };
+        assert!(check(Some("Bearer secret")).is_ok());
+        assert!(check(Some("Token secret")).is_ok());
+        assert!(check(Some(&basic("user:secret"))).is_ok());
+        let unauthenticated = Err(Refusal::Unauthorized(UNAUTHORIZED_ACCESS));
+        assert_eq!(check(None), unauthenticated);
+        assert_eq!(check(Some("Bearer wrong")), unauthenticated);
+        assert_eq!(check(Some("bearer secret")), Err(Refusal::Malformed));
+        assert_eq!(check(Some("Bearer  secret")), Err(Refusal::Malformed));
+        assert_eq!(check(Some("Basic !!")), Err(Refusal::Malformed));
+        assert_eq!(check(Some(&basic("nocolon"))), Err(Refusal::Malformed));
     }
 
     #[test]
