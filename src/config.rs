@@ -305,6 +305,9 @@ pub struct ServeArgs {
     pub upstream_api: Option<UpstreamApi>,
     #[arg(long, env = "INFLUX_TEE_UPSTREAM_TIMEOUT_MS", hide_env_values = true)]
     pub upstream_timeout_ms: Option<u64>,
+    /// With `--upstream none`: a TOML (or `.json`) file of the tokens that may write.
+    #[arg(long, env = "INFLUX_TEE_GATEWAY_TOKENS_FILE", hide_env_values = true)]
+    pub gateway_tokens_file: Option<PathBuf>,
     /// Kafka `bootstrap.servers`.
     #[arg(long, env = "INFLUX_TEE_KAFKA_BROKERS", hide_env_values = true)]
     pub kafka_brokers: Option<String>,
@@ -421,6 +424,9 @@ impl Config {
         set(&mut self.upstream.url, &args.upstream);
         set(&mut self.upstream.api, &args.upstream_api);
         set(&mut self.upstream.timeout_ms, &args.upstream_timeout_ms);
+        if let Some(path) = &args.gateway_tokens_file {
+            self.gateway.tokens_file = Some(path.clone());
+        }
         set(&mut self.kafka.brokers, &args.kafka_brokers);
         set(&mut self.kafka.topic, &args.kafka_topic);
         set(&mut self.kafka.format, &args.kafka_format);

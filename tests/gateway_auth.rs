@@ -386,6 +386,25 @@ fn an_allow_list_with_an_upstream_is_refused_at_start() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("upstream = \"none\""), "{stderr}");
+
+    // The tokens file can also come from a flag (or its env var), under the same rule.
+    let tokens_file = dir.join("tokens.toml");
+    let serve = |upstream: &str| {
+        Command::new(env!("CARGO_BIN_EXE_influx-tee"))
+            .args(["serve", "--print-config", "--upstream", upstream])
+            .arg("--gateway-tokens-file")
+            .arg(&tokens_file)
+            .output()
+            .unwrap()
+    };
+    let shown = serve("none");
+    assert!(shown.status.success(), "{shown:?}");
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.contains(&format!("tokens_file = \"{}\"", tokens_file.display())),
+        "{shown}"
+    );
+    assert!(!serve("http://127.0.0.1:8086").status.success());
 }
 
 #[test]
