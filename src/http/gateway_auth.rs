@@ -191,6 +191,20 @@ impl AllowedToken {
     }
 }
 
+/// Whether the gateway's token `grant` (if the allow-list is on) may not write
+/// `bucket`; logs the refusal with the entry's name.
+pub fn forbids(grant: Option<&AllowedToken>, bucket: &str) -> bool {
+    let Some(grant) = grant.filter(|grant| !grant.permits(bucket)) else {
+        return false;
+    };
+    tracing::info!(
+        token_name = grant.name(),
+        bucket,
+        "gateway write refused: the token may not write this bucket"
+    );
+    true
+}
+
 impl Refusal {
     /// The answer InfluxDB 2.7 gives on `/api/v2/write` and on its v1 `/write` (2.x's
     /// JSON), or InfluxDB 3 on `/api/v3/write_lp` (`{"error": …}`, no content type).

@@ -160,21 +160,14 @@ impl WritePipeline {
         // (no upstream, or a v2 write it translates for InfluxDB 1.x), or for a
         // server whose rules it does not know.
         let target = match WriteTarget::from_query_for(dialect, parts.uri.query(), server) {
+            // A listed token writes only its own buckets; refused before the body is read.
+            Ok(target) if crate::http::gateway_auth::forbids(grant, &target.bucket) => {
+                return Ok(crate::http::gateway_auth::Refusal::Forbidden.into_response(dialect));
+            }
             Ok(target) => Ok(target),
             Err(error) if server.proxy_decides() || translate => return Err(error),
             Err(refusal) => Err(refusal),
         };
-        if let (Some(grant), Ok(target)) = (grant, &target) {
-            if !grant.permits(&target.bucket) {
-                tracing::info!(
-                    token_name = grant.name(),
-                    bucket = %target.bucket,
-                    "gateway write refused: the token may not write this bucket"
-                );
-                let refusal = crate::http::gateway_auth::Refusal::Forbidden;
-                return Ok(refusal.into_response(dialect));
-            }
-        }
         let body = read_capped(body, &parts.headers, self.settings.max_body_bytes, server).await?;
 
         // From here on the write runs to completion, and is teed, whether or not the
