@@ -37,6 +37,8 @@ pub struct WriteSettings {
 /// Everything a write needs, shared by all requests.
 pub struct WritePipeline {
     pub upstream: Option<Arc<Upstream>>,
+    /// Without an upstream, the tokens that may write; `None` leaves the gateway open.
+    pub gateway_auth: Option<crate::http::gateway_auth::GatewayAuth>,
     pub producer: Arc<TeeProducer>,
     /// The durable spool; when set (`ack = "influx"`), records go through it instead of `producer`.
     pub spool: Option<Arc<crate::spool::Spool>>,
@@ -45,8 +47,6 @@ pub struct WritePipeline {
     pub settings: WriteSettings,
     /// Writes running in their own task, which may outlive their client's connection.
     pub in_flight: Arc<InFlight>,
-    /// Without an upstream, the tokens that may write; `None` leaves the gateway open.
-    pub gateway_auth: Option<crate::http::gateway_auth::GatewayAuth>,
 }
 
 /// Counts the writes in flight, so shutdown can wait for those whose client left.
