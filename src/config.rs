@@ -34,6 +34,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// Inbound TLS of the client listener.
     pub tls: crate::http::tls::TlsConfig,
+    /// Who may write when there is no upstream (`upstream = "none"`).
+    pub gateway: crate::http::gateway_auth::GatewayConfig,
 }
 
 impl Default for Config {
@@ -53,6 +55,7 @@ impl Default for Config {
             log: LogConfig::default(),
             http: HttpConfig::default(),
             tls: crate::http::tls::TlsConfig::default(),
+            gateway: Default::default(),
         }
     }
 }
@@ -321,6 +324,9 @@ pub struct ServeArgs {
     pub upstream_api: Option<UpstreamApi>,
     #[arg(long, env = "INFLUX_TEE_UPSTREAM_TIMEOUT_MS", hide_env_values = true)]
     pub upstream_timeout_ms: Option<u64>,
+    /// With `--upstream none`: a TOML (or `.json`) file of the tokens that may write.
+    #[arg(long, env = "INFLUX_TEE_GATEWAY_TOKENS_FILE", hide_env_values = true)]
+    pub gateway_tokens_file: Option<PathBuf>,
     /// Kafka `bootstrap.servers`.
     #[arg(long, env = "INFLUX_TEE_KAFKA_BROKERS", hide_env_values = true)]
     pub kafka_brokers: Option<String>,
@@ -437,6 +443,9 @@ impl Config {
         set(&mut self.upstream.url, &args.upstream);
         set(&mut self.upstream.api, &args.upstream_api);
         set(&mut self.upstream.timeout_ms, &args.upstream_timeout_ms);
+        if let Some(path) = &args.gateway_tokens_file {
+            self.gateway.tokens_file = Some(path.clone());
+        }
         set(&mut self.kafka.brokers, &args.kafka_brokers);
         set(&mut self.kafka.topic, &args.kafka_topic);
         set(&mut self.kafka.format, &args.kafka_format);
@@ -546,6 +555,15 @@ impl Config {
             if self.upstream.connect_timeout_ms == 0 {
                 return Err("upstream.connect_timeout_ms = 0: no connection could be made".into());
             }
+        }
+        // With an upstream, InfluxDB authorises writes itself; a second allow-list
+        // would only hide which one decides.
+        if self.gateway.is_configured() && !self.upstream.is_none() {
+            return Err(
+                "[gateway] tokens apply only with upstream = \"none\"; with an upstream, \
+                 InfluxDB authorises writes itself"
+                    .into(),
+            );
         }
         if self.kafka.brokers.trim().is_empty() {
             return Err("kafka.brokers is empty".into());

@@ -23,12 +23,15 @@ enum Command {
     Parse(influx_tee::parse_command::ParseArgs),
     /// Inspect or ship the durable spool: `stat`, `dump`, `replay`.
     Spool(influx_tee::spool::command::SpoolArgs),
+    /// Read a gateway token from stdin and print its SHA-256, for `[[gateway.tokens]] sha256`.
+    HashToken,
 }
 
 fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Parse(args) => influx_tee::parse_command::run(&args),
+        Command::HashToken => influx_tee::http::gateway_auth::hash_token_command(),
         Command::Spool(args) => {
             influx_tee::server::init_logging(&influx_tee::config::LogConfig::default());
             influx_tee::spool::command::run(args)

@@ -27,6 +27,15 @@ pub fn build_pipeline(config: &Config) -> anyhow::Result<Arc<WritePipeline>> {
     } else {
         Some(Upstream::new(&config.upstream).context("upstream client")?)
     };
+    let gateway_auth = crate::http::gateway_auth::GatewayAuth::load(&config.gateway)
+        .map_err(anyhow::Error::msg)?;
+    match &gateway_auth {
+        Some(auth) => tracing::info!(tokens = auth.len(), "gateway writes need a listed token"),
+        None if upstream.is_none() => tracing::warn!(
+            "the gateway accepts writes from anyone who reaches its port: no [gateway] tokens are configured"
+        ),
+        None => {}
+    }
     // librdkafka quotes a value it refuses, which may be a password.
     let producer = TeeProducer::new(
         &config.kafka.client_properties(),
@@ -61,6 +70,7 @@ pub fn build_pipeline(config: &Config) -> anyhow::Result<Arc<WritePipeline>> {
     );
     Ok(Arc::new(WritePipeline {
         upstream,
+        gateway_auth,
         producer: Arc::new(producer),
         spool,
         encoder,

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod body;
 pub mod error;
 pub mod gateway;
+pub mod gateway_auth;
 pub mod passthrough;
 pub mod serve;
 pub mod timed_body;

@@ -42,6 +42,8 @@ pub struct WriteSettings {
 /// Everything a write needs, shared by all requests.
 pub struct WritePipeline {
     pub upstream: Option<Arc<Upstream>>,
+    /// Without an upstream, the tokens that may write; `None` leaves the gateway open.
+    pub gateway_auth: Option<crate::http::gateway_auth::GatewayAuth>,
     pub producer: Arc<TeeProducer>,
     /// The durable spool; when set (`ack = "influx"`), records go through it instead of `producer`.
     pub spool: Option<Arc<crate::spool::Spool>>,
@@ -143,6 +145,17 @@ impl WritePipeline {
         started: Instant,
     ) -> Result<Response<Body>, ProxyError> {
         let (parts, body) = request.into_parts();
+        // The gateway checks credentials before anything else, as InfluxDB 2.x does.
+        let grant = match &self.gateway_auth {
+            Some(auth) => match auth.authenticate(dialect, &parts.headers, parts.uri.query()) {
+                Ok(grant) => Some(grant),
+                Err(refusal) => {
+                    tracing::info!(?refusal, "gateway write refused: no known token");
+                    return Ok(refusal.into_response(dialect));
+                }
+            },
+            None => None,
+        };
         let translate = dialect == Dialect::V2
             && self
                 .upstream
@@ -154,6 +167,10 @@ impl WritePipeline {
         // (no upstream, or a v2 write it translates for InfluxDB 1.x), or for a
         // server whose rules it does not know.
         let target = match WriteTarget::from_query_for(dialect, parts.uri.query(), server) {
+            // A listed token writes only its own buckets; refused before the body is read.
+            Ok(target) if crate::http::gateway_auth::forbids(grant, &target.bucket) => {
+                return Ok(crate::http::gateway_auth::Refusal::Forbidden.into_response(dialect));
+            }
             Ok(target) => Ok(target),
             Err(error) if server.proxy_decides() || translate => return Err(error),
             Err(refusal) => Err(refusal),
