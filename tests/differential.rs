@@ -1,0 +1,604 @@
+//! Differential test: generated batches (valid lines and every corner case) are written
+//! to the real InfluxDB 1.6 and 2.7 directly, and the same batches through the proxy to
+//! a second database or bucket. A client must not tell the two apart (status, headers,
+//! body), both databases must hold the same data, and the proxy's Kafka topic must hold
+//! exactly what its database stored.
+//!
+//! Seeded: `INFLUX_TEE_DIFF_SEED=<n>` replays a run, `INFLUX_TEE_DIFF_BATCHES=<n>` sizes
+//! it. Every divergence of a run is reported, grouped by class with the first
+//! reproducer of each, before the test fails.
+
+mod common;
+#[path = "differential/generator.rs"]
+mod generator;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use common::*;
+use generator::{Batch, Target};
+use influx_tee::line_protocol::{self, ParseOptions, Precision};
+
+const DEFAULT_BATCHES: usize = 300;
+
+#[test]
+fn generator_is_deterministic_for_a_seed() {
+    let first = generator::batches(7, 200);
+    assert_eq!(first, generator::batches(7, 200), "same seed, same batches");
+    assert_ne!(
+        first,
+        generator::batches(8, 200),
+        "another seed, other batches"
+    );
+    // The corner cases are there: partial input, encodings, every target, repeated params.
+    let bodies: Vec<u8> = first.iter().flat_map(|b| b.body.clone()).collect();
+    for needle in [
+        &b"\r\n"[..],
+        b"# ",
+        b"\\ ",
+        b"\\,",
+        b"\\\"",
+        b"i,",
+        b"9223372036854775807",
+    ] {
+        assert!(
+            bodies.windows(needle.len()).any(|w| w == needle),
+            "no {:?} in 200 batches",
+            String::from_utf8_lossy(needle)
+        );
+    }
+    for target in [Target::V1Influx1, Target::V1Influx2, Target::V2Influx2] {
+        assert!(first.iter().any(|b| b.target == target));
+    }
+    assert!(first
+        .iter()
+        .any(|b| b.encoding == generator::Encoding::Gzip));
+    assert!(first
+        .iter()
+        .any(|b| b.precision_label().matches("precision=").count() > 1));
+}
+
+/// One side of the comparison: where its writes go and which database they name.
+struct Side {
+    base: String,
+    db: String,
+}
+
+/// An answer as the client sees it, with only what legitimately differs normalised.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Answer {
+    status: u16,
+    headers: BTreeMap<String, String>,
+    body: String,
+}
+
+impl Answer {
+    fn summary(&self) -> String {
+        format!("{} {:?} {:?}", self.status, self.headers, self.body)
+    }
+}
+
+/// Headers that differ between any two answers of the same server.
+const VOLATILE_HEADERS: &[&str] = &["date", "request-id", "x-request-id"];
+
+async fn send(batch: &Batch, side: &Side, names: &[&str]) -> Answer {
+    let path = match batch.target {
+        Target::V2Influx2 => "/api/v2/write",
+        _ => "/write",
+    };
+    let url = format!("{}{path}?{}", side.base, batch.query(&side.db));
+    let mut request = http()
+        .post(url)
+        .header("x-request-id", format!("diff-{}", batch.index))
+        .body(batch.wire_body());
+    if batch.target.on_influxdb2() {
+        request = request.header("authorization", format!("Token {INFLUX2_TOKEN}"));
+    }
+    if let Some(encoding) = batch.content_encoding() {
+        request = request.header("content-encoding", encoding);
+    }
+    let response = match request.send().await {
+        Ok(response) => response,
+        Err(error) => {
+            return Answer {
+                status: 0,
+                headers: BTreeMap::new(),
+                body: format!("transport error: {error}"),
+            }
+        }
+    };
+    let status = response.status().as_u16();
+    let mut headers: BTreeMap<String, String> = BTreeMap::new();
+    for (name, value) in response.headers() {
+        if VOLATILE_HEADERS.contains(&name.as_str()) {
+            continue;
+        }
+        let value = normalise_names(&String::from_utf8_lossy(value.as_bytes()), names);
+        headers
+            .entry(name.as_str().to_owned())
+            .and_modify(|v| {
+                v.push_str(", ");
+                v.push_str(&value);
+            })
+            .or_insert(value);
+    }
+    let body = match response.bytes().await {
+        Ok(bytes) => normalise_names(&String::from_utf8_lossy(&bytes), names),
+        Err(error) => format!("body cut off: {error}"),
+    };
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Database and bucket names differ between the sides: replace them by `<DB>`.
+fn normalise_names(text: &str, names: &[&str]) -> String {
+    names
+        .iter()
+        .fold(text.to_owned(), |text, name| text.replace(name, "<DB>"))
+}
+
+/// A stored point: series and time, and its fields as InfluxDB reads them back.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct RowKey {
+    measurement: String,
+    tags: BTreeMap<String, String>,
+    time: Time,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Time {
+    /// Within the run's wall-clock window: a stamp of the proxy or of InfluxDB, which
+    /// legitimately differ between the two sides.
+    Now,
+    At(i64),
+}
+
+type Fields = BTreeMap<String, serde_json::Value>;
+
+/// Every point of a database, through InfluxQL (`/query`), as key → fields.
+async fn stored_rows(
+    base: &str,
+    credentials: Option<(&str, &str)>,
+    db: &str,
+) -> Result<BTreeMap<(String, BTreeMap<String, String>, i64), Fields>, String> {
+    let mut request = http().get(format!("{base}/query"));
+    if let Some((user, password)) = credentials {
+        request = request.basic_auth(user, Some(password));
+    }
+    let response = request
+        .query(&[
+            ("db", db),
+            ("epoch", "ns"),
+            ("q", "SELECT * FROM /.*/ GROUP BY *"),
+        ])
+        .send()
+        .await
+        .map_err(|e| format!("query: {e}"))?;
+    let json: serde_json::Value = response.json().await.map_err(|e| format!("query: {e}"))?;
+    let result = &json["results"][0];
+    if let Some(error) = result.get("error").or_else(|| json.get("error")) {
+        return Err(format!("query error: {error}"));
+    }
+    let mut rows = BTreeMap::new();
+    let Some(series) = result["series"].as_array() else {
+        return Ok(rows);
+    };
+    for s in series {
+        let measurement = s["name"].as_str().unwrap_or_default().to_owned();
+        // GROUP BY * lists every tag key of the measurement, "" where a series has none.
+        let tags: BTreeMap<String, String> = s["tags"]
+            .as_object()
+            .map(|tags| {
+                tags.iter()
+                    .filter_map(|(k, v)| {
+                        let v = v.as_str().unwrap_or_default();
+                        (!v.is_empty()).then(|| (k.clone(), v.to_owned()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let columns: Vec<&str> = s["columns"]
+            .as_array()
+            .map(|c| c.iter().filter_map(|c| c.as_str()).collect())
+            .unwrap_or_default();
+        for values in s["values"].as_array().into_iter().flatten() {
+            let Some(values) = values.as_array() else {
+                continue;
+            };
+            let mut time = None;
+            let mut fields = Fields::new();
+            for (column, value) in columns.iter().zip(values) {
+                if *column == "time" {
+                    time = value.as_i64();
+                } else if !value.is_null() {
+                    fields.insert((*column).to_owned(), value.clone());
+                }
+            }
+            if let Some(time) = time {
+                rows.insert((measurement.clone(), tags.clone(), time), fields);
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// Field values compare as InfluxDB's JSON writes them: a float 2.0 reads back as `2`.
+fn same_value(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    let exact = |v: &serde_json::Value| {
+        v.as_i64()
+            .map(i128::from)
+            .or_else(|| v.as_u64().map(i128::from))
+    };
+    match (exact(a), exact(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => match (a.as_f64(), b.as_f64()) {
+            (Some(x), Some(y)) => x == y,
+            _ => a == b,
+        },
+    }
+}
+
+fn same_fields(a: &Fields, b: &Fields) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .all(|(k, v)| b.get(k).is_some_and(|w| same_value(v, w)))
+}
+
+/// Divergences of a run, grouped by class, each with its first reproducer.
+#[derive(Default)]
+struct Findings {
+    classes: BTreeMap<String, (usize, String)>,
+}
+
+impl Findings {
+    fn add(&mut self, class: String, reproducer: impl FnOnce() -> String) {
+        self.classes
+            .entry(class)
+            .and_modify(|(count, _)| *count += 1)
+            .or_insert_with(|| (1, reproducer()));
+    }
+}
+
+/// A batch as a reproducer: where it went, how, and what each side answered.
+fn describe(batch: &Batch, answers: &[(Answer, Answer)]) -> String {
+    let mut body = String::from_utf8_lossy(&batch.body).into_owned();
+    if body.len() > 1500 {
+        let cut = (0..=1500)
+            .rev()
+            .find(|i| body.is_char_boundary(*i))
+            .unwrap_or(0);
+        body.truncate(cut);
+        body.push_str("…");
+    }
+    let (direct, proxied) = &answers[batch.index];
+    format!(
+        "batch {} {} ?{} content-encoding={:?}\n      body: {body:?}\n      direct:  {}\n      proxied: {}",
+        batch.index,
+        batch.target.label(),
+        batch.query("<DB>"),
+        batch.content_encoding(),
+        direct.summary(),
+        proxied.summary(),
+    )
+}
+
+/// The batch a stored row or record came from: its `bt` tag, when the generator put one.
+fn batch_of<'b>(batches: &'b [Batch], tags: &BTreeMap<String, String>) -> Option<&'b Batch> {
+    tags.get("bt")
+        .and_then(|bt| bt.parse::<usize>().ok())
+        .and_then(|i| batches.get(i))
+}
+
+fn env_number(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_is_indistinguishable_from_influxdb() {
+    require_stack().await;
+    let seed = env_number("INFLUX_TEE_DIFF_SEED").unwrap_or_else(|| now_ns() as u64);
+    let count = env_number("INFLUX_TEE_DIFF_BATCHES").map_or(DEFAULT_BATCHES, |n| n as usize);
+    println!("differential run: INFLUX_TEE_DIFF_SEED={seed} INFLUX_TEE_DIFF_BATCHES={count}");
+    let batches = generator::batches(seed, count);
+
+    // Names that are no substring of each other, so `<DB>` replaces each cleanly.
+    let (direct1, proxied1) = (unique("diffd1"), unique("diffp1"));
+    let (direct2, proxied2) = (unique("diffd2"), unique("diffp2"));
+    create_database(&direct1).await;
+    create_database(&proxied1).await;
+    create_bucket(&direct2).await;
+    create_bucket(&proxied2).await;
+    let (topic1, topic2) = (unique("it.diff1"), unique("it.diff2"));
+    let proxy1 = start_proxy(config(&influxdb_url(), &topic1)).await;
+    let proxy2 = start_proxy(config(&influxdb2_url(), &topic2)).await;
+    let names = [
+        direct1.as_str(),
+        proxied1.as_str(),
+        direct2.as_str(),
+        proxied2.as_str(),
+    ];
+
+    let mut findings = Findings::default();
+    let started_ns = now_ns();
+    let mut answers = Vec::with_capacity(batches.len());
+    for batch in &batches {
+        let (direct, proxied) = match batch.target {
+            Target::V1Influx1 => (
+                Side {
+                    base: influxdb_url(),
+                    db: direct1.clone(),
+                },
+                Side {
+                    base: proxy1.url(""),
+                    db: proxied1.clone(),
+                },
+            ),
+            _ => (
+                Side {
+                    base: influxdb2_url(),
+                    db: direct2.clone(),
+                },
+                Side {
+                    base: proxy2.url(""),
+                    db: proxied2.clone(),
+                },
+            ),
+        };
+        // Direct first, then proxied: both databases see the same history.
+        let direct_answer = send(batch, &direct, &names).await;
+        let proxied_answer = send(batch, &proxied, &names).await;
+        answers.push((direct_answer, proxied_answer));
+    }
+    let finished_ns = now_ns();
+    for batch in &batches {
+        let (direct, proxied) = &answers[batch.index];
+        let target = batch.target.label();
+        let class = if direct.status != proxied.status {
+            format!(
+                "answer {target}: status {} direct, {} proxied",
+                direct.status, proxied.status
+            )
+        } else if direct.headers != proxied.headers {
+            let differing: Vec<&String> = direct
+                .headers
+                .keys()
+                .chain(proxied.headers.keys())
+                .filter(|k| direct.headers.get(*k) != proxied.headers.get(*k))
+                .collect();
+            format!(
+                "answer {target} {}: headers {differing:?} differ",
+                direct.status
+            )
+        } else if direct.body != proxied.body {
+            format!("answer {target} {}: body differs", direct.status)
+        } else {
+            continue;
+        };
+        findings.add(class, || describe(batch, &answers));
+    }
+
+    // Stamps of either side fall in the run's window (an hour back for precision=h).
+    let window = started_ns - 3_660_000_000_000..finished_ns + 60_000_000_000;
+    let normalise = |rows: &BTreeMap<(String, BTreeMap<String, String>, i64), Fields>| {
+        rows.iter()
+            .map(|((measurement, tags, time), fields)| {
+                let time = if window.contains(time) {
+                    Time::Now
+                } else {
+                    Time::At(*time)
+                };
+                let key = RowKey {
+                    measurement: measurement.clone(),
+                    tags: tags.clone(),
+                    time,
+                };
+                (key, fields.clone())
+            })
+            .collect::<BTreeMap<RowKey, Fields>>()
+    };
+    let auth2 = Some(("tee", INFLUX2_TOKEN));
+    let mut stored_points = 0;
+    for (influxdb, base, credentials, direct_db, proxied_db, proxy, topic) in [
+        (
+            "1.6",
+            influxdb_url(),
+            None,
+            &direct1,
+            &proxied1,
+            &proxy1,
+            &topic1,
+        ),
+        (
+            "2.7",
+            influxdb2_url(),
+            auth2,
+            &direct2,
+            &proxied2,
+            &proxy2,
+            &topic2,
+        ),
+    ] {
+        let direct_raw = match stored_rows(&base, credentials, direct_db).await {
+            Ok(rows) => rows,
+            Err(error) => panic!("reading InfluxDB {influxdb} back: {error}"),
+        };
+        let proxied_raw = match stored_rows(&base, credentials, proxied_db).await {
+            Ok(rows) => rows,
+            Err(error) => panic!("reading InfluxDB {influxdb} back: {error}"),
+        };
+        stored_points += direct_raw.len();
+        let direct_rows = normalise(&direct_raw);
+        let proxied_rows = normalise(&proxied_raw);
+        let keys: std::collections::BTreeSet<&RowKey> =
+            direct_rows.keys().chain(proxied_rows.keys()).collect();
+        for key in keys {
+            let batch = batch_of(&batches, &key.tags);
+            let (target, precision) = batch.map_or(("?", "unattributed".to_owned()), |b| {
+                (b.target.label(), b.precision_label())
+            });
+            let difference = match (direct_rows.get(key), proxied_rows.get(key)) {
+                (Some(_), None) => "only in the direct database",
+                (None, Some(_)) => "only in the proxied database",
+                (Some(d), Some(p)) if !same_fields(d, p) => "fields differ",
+                _ => continue,
+            };
+            let class = format!("stored {influxdb} {target} {precision}: a point {difference}");
+            findings.add(class, || {
+                let mut text = format!(
+                    "point {key:?}\n      direct fields:  {:?}\n      proxied fields: {:?}",
+                    direct_rows.get(key),
+                    proxied_rows.get(key)
+                );
+                if let Some(batch) = batch {
+                    let _ = write!(text, "\n    from {}", describe(batch, &answers));
+                }
+                text
+            });
+        }
+
+        // Kafka: exactly what the proxied database stored, merged as InfluxDB merges
+        // points of one series and time (later fields win).
+        let teed = proxy
+            .metric("influx_tee_points_total{endpoint=\"v1\",outcome=\"teed\"}")
+            .await
+            + proxy
+                .metric("influx_tee_points_total{endpoint=\"v2\",outcome=\"teed\"}")
+                .await;
+        let mut records = kafka_records(topic, teed as usize, Duration::from_secs(60)).await;
+        records.sort_by_key(|r| (r.partition, r.offset));
+        if records.len() != teed as usize {
+            findings.add(
+                format!(
+                    "kafka {influxdb}: {} records for {teed} points teed",
+                    records.len()
+                ),
+                String::new,
+            );
+        }
+        let mut from_kafka: BTreeMap<(String, BTreeMap<String, String>, i64), Fields> =
+            BTreeMap::new();
+        let mut record_batch: BTreeMap<(String, BTreeMap<String, String>, i64), usize> =
+            BTreeMap::new();
+        for record in &records {
+            let batch = record
+                .headers
+                .get("request-id")
+                .and_then(|id| id.strip_prefix("diff-"))
+                .and_then(|i| i.parse::<usize>().ok())
+                .and_then(|i| batches.get(i));
+            let options = ParseOptions {
+                precision: Precision::Nanosecond,
+                allow_unsigned: true,
+                reserved_tag_keys: false,
+            };
+            let parsed = line_protocol::lines(&record.value, options).next();
+            let Some(Ok(point)) = parsed.map(|line| line.result) else {
+                findings.add(format!("kafka {influxdb}: a record does not parse"), || {
+                    format!(
+                        "record {:?} headers {:?}",
+                        String::from_utf8_lossy(&record.value),
+                        record.headers
+                    )
+                });
+                continue;
+            };
+            if let Some(batch) = batch {
+                let expected = match batch.target {
+                    Target::V2Influx2 => record.headers.get("bucket"),
+                    _ => record.headers.get("db"),
+                };
+                let named = expected.map(|n| n.split('/').next().unwrap_or_default());
+                if named != Some(proxied_db.as_str()) {
+                    findings.add(
+                        format!(
+                            "kafka {influxdb} {}: record headers name another database",
+                            batch.target.label()
+                        ),
+                        || {
+                            format!(
+                                "headers {:?}\n    from {}",
+                                record.headers,
+                                describe(batch, &answers)
+                            )
+                        },
+                    );
+                }
+            }
+            let Some(time) = point.timestamp() else {
+                findings.add(format!("kafka {influxdb}: a record without time"), || {
+                    format!("record {:?}", String::from_utf8_lossy(&record.value))
+                });
+                continue;
+            };
+            let key = (
+                point.measurement().into_owned(),
+                point
+                    .tags()
+                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                    .collect::<BTreeMap<_, _>>(),
+                time,
+            );
+            let fields = from_kafka.entry(key.clone()).or_default();
+            for (field, value) in point.fields() {
+                fields.insert(field.into_owned(), json_value(&value));
+            }
+            if let Some(batch) = batch {
+                record_batch.insert(key, batch.index);
+            }
+        }
+        let keys: std::collections::BTreeSet<_> =
+            from_kafka.keys().chain(proxied_raw.keys()).collect();
+        for key in keys {
+            let batch = record_batch
+                .get(key)
+                .and_then(|i| batches.get(*i))
+                .or_else(|| batch_of(&batches, &key.1));
+            let (target, precision) = batch.map_or(("?", "unattributed".to_owned()), |b| {
+                (b.target.label(), b.precision_label())
+            });
+            let difference = match (proxied_raw.get(key), from_kafka.get(key)) {
+                (Some(_), None) => "stored but not in Kafka",
+                (None, Some(_)) => "in Kafka but not stored",
+                (Some(s), Some(k)) if !same_fields(s, k) => {
+                    "stored with other fields than in Kafka"
+                }
+                _ => continue,
+            };
+            let class = format!("kafka {influxdb} {target} {precision}: a point {difference}");
+            findings.add(class, || {
+                let mut text = format!(
+                    "point {key:?}\n      stored: {:?}\n      kafka:  {:?}",
+                    proxied_raw.get(key),
+                    from_kafka.get(key)
+                );
+                if let Some(batch) = batch {
+                    let _ = write!(text, "\n    from {}", describe(batch, &answers));
+                }
+                text
+            });
+        }
+    }
+    proxy1.stop().await;
+    proxy2.stop().await;
+
+    // A run that stored next to nothing proves nothing.
+    assert!(
+        stored_points > count,
+        "only {stored_points} points stored directly from {count} batches (seed {seed})"
+    );
+    if !findings.classes.is_empty() {
+        let mut report = format!(
+            "{} classes of divergence (INFLUX_TEE_DIFF_SEED={seed} INFLUX_TEE_DIFF_BATCHES={count}):\n",
+            findings.classes.len()
+        );
+        for (class, (count, first)) in &findings.classes {
+            let _ = writeln!(report, "\n[{count}×] {class}\n    {first}");
+        }
+        panic!("{report}");
+    }
+    println!("{stored_points} points stored directly, no divergence");
+}
