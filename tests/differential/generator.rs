@@ -209,12 +209,15 @@ const FLOATS: &[&str] = &[
     "1E-3",
     "-1.5e+10",
     ".5",
-    "5.",
-    "+1",
     "1.7976931348623157e308",
     "-1.7976931348623157e308",
     "4.9e-324",
+];
+
+const ODD_FLOATS: &[&str] = &[
     "1e309",
+    "5.",
+    "+1",
     "0.1",
     "123456789012345678901234567890",
     "01.50",
@@ -234,6 +237,9 @@ const INTEGERS: &[&str] = &[
     "42i",
     "9223372036854775807i",
     "-9223372036854775808i",
+];
+
+const ODD_INTEGERS: &[&str] = &[
     "9223372036854775808i",
     "-9223372036854775809i",
     "+5i",
@@ -245,21 +251,15 @@ const INTEGERS: &[&str] = &[
     "1I",
 ];
 
-const UNSIGNEDS: &[&str] = &[
-    "1u",
-    "0u",
-    "18446744073709551615u",
-    "18446744073709551616u",
-    "-1u",
-    "+1u",
-    "1.5u",
-    "u",
-];
+const UNSIGNEDS: &[&str] = &["1u", "0u", "18446744073709551615u"];
+
+const ODD_UNSIGNEDS: &[&str] = &["18446744073709551616u", "-1u", "+1u", "1.5u", "u"];
 
 const BOOLEANS: &[&str] = &[
-    "t", "T", "true", "True", "TRUE", "f", "F", "false", "False", "FALSE", "tRUE", "yes", "tru",
-    "falsey",
+    "t", "T", "true", "True", "TRUE", "f", "F", "false", "False", "FALSE",
 ];
+
+const ODD_BOOLEANS: &[&str] = &["tRUE", "yes", "tru", "falsey", "t1"];
 
 const STRINGS: &[&str] = &[
     "\"x\"",
@@ -275,9 +275,9 @@ const STRINGS: &[&str] = &[
     "\"lone \\ backslash\"",
     "\"\\n not a newline\"",
     "\"# not a comment\"",
-    "\"unterminated",
-    "\"a\"b\"",
 ];
+
+const ODD_STRINGS: &[&str] = &["\"unterminated", "\"a\"b\""];
 
 /// Nanosecond times far from now (the test tells the proxy's stamps from InfluxDB's
 /// by their being near now), in several shard groups.
@@ -286,22 +286,25 @@ const BASE_NS: i64 = 1_600_000_000_000_000_000; // 2020-09-13
 
 /// Timestamps InfluxDB treats specially, as written.
 const TIME_EDGES: &[&str] = &[
-    "9223372036854775807",
     "9223372036854775806",
     "9223372036854775805",
-    "-9223372036854775808",
-    "-9223372036854775807",
     "-9223372036854775806",
     "-9223372036854775805",
-    "9223372036854775808",
     "0",
     "-1",
+    "-1000000000000000000",
+];
+
+const ODD_TIMES: &[&str] = &[
+    "9223372036854775807",
+    "-9223372036854775808",
+    "-9223372036854775807",
+    "9223372036854775808",
     "-0",
     "+5",
     "0001",
     "1.5",
     "1e9",
-    "-1000000000000000000",
 ];
 
 /// Lines that are not points.
@@ -391,29 +394,36 @@ fn batch(rng: &mut Rng, shapes: &[MeasurementShape], index: usize) -> Batch {
         Target::V2Influx2,
     ]);
     let (params, unit_ns) = params(rng, target);
+    // InfluxDB 2.x refuses a whole batch for one bad line: half the batches have none.
+    let style = Style {
+        clean: rng.chance(50),
+        unsigned: target.on_influxdb2(),
+        unit_ns,
+        batch: index,
+        week: *rng.pick(&[0i64, 0, 0, 1, 2, 5]),
+        spread_weeks: rng.chance(15),
+    };
     let lines = match rng.below(100) {
         0..5 => 40 + rng.below(11),
         5..30 => 1,
         _ => 2 + rng.below(15),
     };
-    // Most batches write near one time, some across weeks (shard groups).
-    let week = *rng.pick(&[0i64, 0, 0, 1, 2, 5]);
-    let spread_weeks = rng.chance(15);
     let mut body = Vec::new();
     for n in 0..lines {
         let line = match rng.below(100) {
             0..6 => rng.pick(NOT_POINTS).to_string(),
-            6..12 => rng.pick(MALFORMED).to_string(),
-            12..16 => {
-                let line = point(rng, shapes, index, unit_ns, week, spread_weeks);
+            6..12 if !style.clean => rng.pick(MALFORMED).to_string(),
+            12..16 if !style.clean => {
+                let line = point(rng, shapes, &style);
                 mutate(rng, &line)
             }
-            _ => point(rng, shapes, index, unit_ns, week, spread_weeks),
+            _ => point(rng, shapes, &style),
         };
         body.extend_from_slice(line.as_bytes());
         let last = n + 1 == lines;
         if !last || rng.chance(80) {
-            body.extend_from_slice(if rng.chance(10) { b"\r\n" } else { b"\n" });
+            let crlf = !style.clean && rng.chance(10);
+            body.extend_from_slice(if crlf { b"\r\n" } else { b"\n" });
         }
     }
     let encoding = match rng.below(100) {
@@ -430,6 +440,20 @@ fn batch(rng: &mut Rng, shapes: &[MeasurementShape], index: usize) -> Batch {
         encoding,
         body,
     }
+}
+
+/// What the lines of one batch look like.
+struct Style {
+    /// Only spellings both InfluxDB versions accept (type conflicts still happen).
+    clean: bool,
+    /// Whether unsigned integers are valid (InfluxDB 2.x).
+    unsigned: bool,
+    /// The unit (in ns) the batch's timestamps are written in.
+    unit_ns: i64,
+    batch: usize,
+    /// The week (shard group) the batch writes to, unless it spreads over several.
+    week: i64,
+    spread_weeks: bool,
 }
 
 /// The query parameters of a batch, and the unit (in ns) its timestamps are written in.
@@ -489,25 +513,22 @@ fn unit_of(precision: &str) -> i64 {
 }
 
 /// One well-formed point (as far as the generator knows) of a usual measurement.
-fn point(
-    rng: &mut Rng,
-    shapes: &[MeasurementShape],
-    batch: usize,
-    unit_ns: i64,
-    week: i64,
-    spread_weeks: bool,
-) -> String {
+fn point(rng: &mut Rng, shapes: &[MeasurementShape], style: &Style) -> String {
     let shape = rng.pick(shapes);
     let mut line = String::from(shape.name);
     let mut tags: Vec<(&str, &str)> = Vec::new();
     for _ in 0..rng.below(4) {
-        tags.push((*rng.pick(TAG_KEYS), *rng.pick(TAG_VALUES)));
+        let key = *rng.pick(TAG_KEYS);
+        if style.clean && tags.iter().any(|(k, _)| *k == key) {
+            continue;
+        }
+        tags.push((key, *rng.pick(TAG_VALUES)));
     }
     if rng.chance(92) {
         let at = rng.below(tags.len() + 1);
         tags.insert(at, ("bt", ""));
     }
-    let batch_tag = batch.to_string();
+    let batch_tag = style.batch.to_string();
     for (key, value) in tags {
         line.push(',');
         line.push_str(key);
@@ -522,34 +543,44 @@ fn point(
         }
         let (key, usual) = *rng.pick(&shape.fields);
         // A conflicting type now and then, within and across shard groups.
-        let kind = if rng.chance(6) {
+        let mut kind = if rng.chance(6) {
             *rng.pick(&TYPES)
         } else {
             usual
         };
+        if kind == FieldType::Unsigned && style.clean && !style.unsigned {
+            kind = FieldType::Integer;
+        }
         line.push_str(key);
         line.push('=');
-        line.push_str(&value(rng, kind));
+        line.push_str(&value(rng, kind, style.clean));
     }
     match rng.below(100) {
         0..20 => {}
-        20..27 => {
+        // Edge times only make sense in nanoseconds; other units overflow them.
+        20..27 if style.unit_ns == 1 || !style.clean => {
             line.push(' ');
-            line.push_str(*rng.pick(TIME_EDGES));
+            let times = if style.clean || rng.chance(50) {
+                TIME_EDGES
+            } else {
+                ODD_TIMES
+            };
+            line.push_str(*rng.pick(times));
         }
         _ => {
-            let week = if spread_weeks {
+            let week = if style.spread_weeks {
                 *rng.pick(&[0i64, 1, 2, 5])
             } else {
-                week
+                style.week
             };
             // A few distinct seconds, so points sometimes share a series and time.
             let ns = BASE_NS + week * WEEK_NS + rng.below(20) as i64 * 1_000_000_000;
-            line.push_str(if rng.chance(5) { "  " } else { " " });
-            line.push_str(&(ns / unit_ns).to_string());
+            let double_space = !style.clean && rng.chance(5);
+            line.push_str(if double_space { "  " } else { " " });
+            line.push_str(&(ns / style.unit_ns).to_string());
         }
     }
-    if rng.chance(3) {
+    if !style.clean && rng.chance(3) {
         line.push_str(*rng.pick(&[" ", "\t", "  "]));
     }
     if rng.chance(3) {
@@ -558,22 +589,17 @@ fn point(
     line
 }
 
-/// A field value of `kind`: usually a valid spelling, sometimes a corner case.
-fn value(rng: &mut Rng, kind: FieldType) -> String {
-    let spellings: &[&str] = match kind {
-        FieldType::Float => FLOATS,
-        FieldType::Integer => INTEGERS,
-        FieldType::Unsigned => UNSIGNEDS,
-        FieldType::Boolean => BOOLEANS,
-        FieldType::String => STRINGS,
+/// A field value of `kind`: usually a valid spelling, in dirty batches sometimes an odd one.
+fn value(rng: &mut Rng, kind: FieldType, clean: bool) -> String {
+    let (valid, odd): (&[&str], &[&str]) = match kind {
+        FieldType::Float => (FLOATS, ODD_FLOATS),
+        FieldType::Integer => (INTEGERS, ODD_INTEGERS),
+        FieldType::Unsigned => (UNSIGNEDS, ODD_UNSIGNEDS),
+        FieldType::Boolean => (BOOLEANS, ODD_BOOLEANS),
+        FieldType::String => (STRINGS, ODD_STRINGS),
     };
-    // The first spellings of each list are the valid ones; favour them.
-    let valid = spellings.len() / 2;
-    if rng.chance(85) {
-        spellings[rng.below(valid)].to_owned()
-    } else {
-        spellings[rng.below(spellings.len())].to_owned()
-    }
+    let spellings = if clean || rng.chance(85) { valid } else { odd };
+    rng.pick(spellings).to_string()
 }
 
 /// The line with one character inserted, removed or replaced, at a char boundary.
