@@ -5,7 +5,7 @@
 //! exactly what its database stored.
 //!
 //! Seeded: `INFLUX_TEE_DIFF_SEED=<n>` replays a run, `INFLUX_TEE_DIFF_BATCHES=<n>` sizes
-//! it. Every divergence of a run is reported, grouped by class with the first
+//! it, `INFLUX_TEE_DIFF_DUMP=<file>` writes its batches there. Every divergence of a run is reported, grouped by class with the first
 //! reproducer of each, before the test fails.
 
 mod common;
@@ -147,16 +147,18 @@ fn normalise_names(text: &str, names: &[&str]) -> String {
         .fold(text.to_owned(), |text, name| text.replace(name, "<DB>"))
 }
 
-/// InfluxDB writes a batch's shard groups in parallel and names the first type
-/// conflict of whichever fails first: with conflicts in several groups, two identical
-/// writes may name different ones. When both answers name one, the conflict named is
-/// not compared (what was stored still is).
+/// InfluxDB writes a batch's shard groups in parallel and reports the first storage
+/// error (a type conflict, a `time` field, …) of whichever group fails first, with
+/// that group's `dropped=`: two identical writes spanning several groups may name
+/// different ones. When both answers are such storage errors (parse errors, which
+/// are deterministic, take second place to them in 1.x), the error named is not
+/// compared; what was stored still is.
 fn without_racy_conflict(direct: &Answer, proxied: &Answer) -> (Answer, Answer) {
-    const CONFLICT: &str = "field type conflict: ";
-    if direct.status != proxied.status
-        || !direct.body.contains(CONFLICT)
-        || !proxied.body.contains(CONFLICT)
-    {
+    const CONFLICT: &str = "partial write: ";
+    let storage_error = |answer: &Answer| {
+        answer.body.contains(CONFLICT) && !answer.body.contains("unable to parse")
+    };
+    if direct.status != proxied.status || !storage_error(direct) || !storage_error(proxied) {
         return (direct.clone(), proxied.clone());
     }
     let blank = |text: &str| -> String {
@@ -164,7 +166,7 @@ fn without_racy_conflict(direct: &Answer, proxied: &Answer) -> (Answer, Answer) 
         let mut rest = text;
         while let Some(at) = rest.find(CONFLICT) {
             out.push_str(&rest[..at + CONFLICT.len()]);
-            out.push_str("<one of the conflicts>");
+            out.push_str("<the first failing shard group's error>");
             rest = &rest[at + CONFLICT.len()..];
             // The named conflict ends at ` dropped=N`, or at the message's end.
             let end = rest
@@ -412,6 +414,38 @@ fn describe(batch: &Batch, answers: &[(Answer, Answer)]) -> String {
     )
 }
 
+/// InfluxDB 2.7 answers 204 to a point whose measurement has an escaped `=` (`q=r\=s`)
+/// and lists the measurement, but neither InfluxQL nor Flux ever reads the point back.
+fn unreadable_in_influxdb2(record: &[u8]) -> bool {
+    let mut bytes = record.iter();
+    while let Some(byte) = bytes.next() {
+        match byte {
+            b'\\' => {
+                if bytes.next() == Some(&b'=') {
+                    return true;
+                }
+            }
+            b',' | b' ' => return false,
+            _ => {}
+        }
+    }
+    false
+}
+
+/// What probably made the tee go wrong for a batch, to group its Kafka divergences:
+/// a partial write whose answer names a storage error (InfluxDB names only the first),
+/// else the precision parameters.
+fn cause_of(batch: &Batch, answers: &[(Answer, Answer)]) -> String {
+    let (_, proxied) = &answers[batch.index];
+    if proxied.body.contains("partial write: field type conflict")
+        || proxied.body.contains("partial write: invalid field name")
+    {
+        "after a partial write naming a storage error".to_owned()
+    } else {
+        batch.precision_label()
+    }
+}
+
 /// The batch a stored row or record came from: its `bt` tag, when the generator put one.
 fn batch_of<'b>(batches: &'b [Batch], tags: &BTreeMap<String, String>) -> Option<&'b Batch> {
     let bt = tags.get("bt")?;
@@ -438,6 +472,22 @@ async fn proxy_is_indistinguishable_from_influxdb() {
     let count = env_number("INFLUX_TEE_DIFF_BATCHES").map_or(DEFAULT_BATCHES, |n| n as usize);
     println!("differential run: INFLUX_TEE_DIFF_SEED={seed} INFLUX_TEE_DIFF_BATCHES={count}");
     let batches = generator::batches(seed, count);
+    if let Ok(path) = std::env::var("INFLUX_TEE_DIFF_DUMP") {
+        let text: String = batches
+            .iter()
+            .map(|b| {
+                format!(
+                    "batch {} {} ?{} content-encoding={:?}\n{:?}\n\n",
+                    b.index,
+                    b.target.label(),
+                    b.query("<DB>"),
+                    b.content_encoding(),
+                    String::from_utf8_lossy(&b.body)
+                )
+            })
+            .collect();
+        std::fs::write(&path, text).expect("INFLUX_TEE_DIFF_DUMP is writable");
+    }
 
     // Names that are no substring of each other, so `<DB>` replaces each cleanly.
     let (direct1, proxied1) = (unique("diffd1"), unique("diffp1"));
@@ -579,6 +629,7 @@ async fn proxy_is_indistinguishable_from_influxdb() {
             );
         }
         let mut from_kafka = Rows::new();
+        let mut unreadable = 0;
         let mut record_batch: BTreeMap<(String, BTreeMap<String, String>, i64), usize> =
             BTreeMap::new();
         for record in &records {
@@ -624,6 +675,10 @@ async fn proxy_is_indistinguishable_from_influxdb() {
                     });
                 }
             }
+            if influxdb == "2.7" && unreadable_in_influxdb2(&record.value) {
+                unreadable += 1;
+                continue;
+            }
             let Some(time) = point.timestamp() else {
                 findings.add(format!("kafka {influxdb}: a record without time"), || {
                     format!("record {:?}", String::from_utf8_lossy(&record.value))
@@ -645,6 +700,10 @@ async fn proxy_is_indistinguishable_from_influxdb() {
             if let Some(batch) = batch {
                 record_batch.insert(key, batch.index);
             }
+        }
+
+        if unreadable > 0 {
+            println!("not compared: {unreadable} records InfluxDB {influxdb} stores unreadably (escaped '=' in the measurement)");
         }
 
         // Both databases, read day by day over every day any of them (or Kafka) holds.
@@ -723,8 +782,8 @@ async fn proxy_is_indistinguishable_from_influxdb() {
                 .get(key)
                 .and_then(|i| batches.get(*i))
                 .or_else(|| batch_of(&batches, &key.1));
-            let (target, precision) = batch.map_or(("?", "unattributed".to_owned()), |b| {
-                (b.target.label(), b.precision_label())
+            let (target, cause) = batch.map_or(("?", "unattributed".to_owned()), |b| {
+                (b.target.label(), cause_of(b, &answers))
             });
             let difference = match (proxied_raw.get(key), from_kafka.get(key)) {
                 (Some(_), None) => "stored but not in Kafka",
@@ -734,7 +793,7 @@ async fn proxy_is_indistinguishable_from_influxdb() {
                 }
                 _ => continue,
             };
-            let class = format!("kafka {influxdb} {target} {precision}: a point {difference}");
+            let class = format!("kafka {influxdb} {target} {cause}: a point {difference}");
             findings.add(class, || {
                 let mut text = format!(
                     "point {key:?}\n      stored: {:?}\n      kafka:  {:?}",
