@@ -400,7 +400,7 @@ fn describe(batch: &Batch, answers: &[(Answer, Answer)]) -> String {
             .find(|i| body.is_char_boundary(*i))
             .unwrap_or(0);
         body.truncate(cut);
-        body.push_str("…");
+        body.push('…');
     }
     let (direct, proxied) = &answers[batch.index];
     format!(
@@ -420,11 +420,7 @@ fn unreadable_in_influxdb2(record: &[u8]) -> bool {
     let mut bytes = record.iter();
     while let Some(byte) = bytes.next() {
         match byte {
-            b'\\' => {
-                if bytes.next() == Some(&b'=') {
-                    return true;
-                }
-            }
+            b'\\' if bytes.next() == Some(&b'=') => return true,
             b',' | b' ' => return false,
             _ => {}
         }

@@ -156,6 +156,10 @@ impl Rng {
     pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
         &items[self.below(items.len())]
     }
+
+    pub fn pick_str(&mut self, items: &[&'static str]) -> &'static str {
+        items[self.below(items.len())]
+    }
 }
 
 /// Measurement names, escaped as they appear in line protocol.
@@ -412,7 +416,14 @@ fn batch(rng: &mut Rng, shapes: &[MeasurementShape], index: usize) -> Batch {
     for n in 0..lines {
         let line = match rng.below(100) {
             0..6 => rng.pick(NOT_POINTS).to_string(),
-            6..12 if !style.clean => rng.pick(MALFORMED).to_string(),
+            // Stamped lines carry their batch, so stamps of two batches never merge.
+            6..12 if !style.clean => {
+                let line = *rng.pick(MALFORMED);
+                match line.strip_prefix("m ") {
+                    Some(rest) => format!("m,bt={index} {rest}"),
+                    None => line.to_owned(),
+                }
+            }
             12..16 if !style.clean => {
                 let line = point(rng, shapes, &style);
                 mutate(rng, &line)
@@ -430,7 +441,7 @@ fn batch(rng: &mut Rng, shapes: &[MeasurementShape], index: usize) -> Batch {
         0..12 => Encoding::Gzip,
         12..14 => Encoding::TruncatedGzip,
         14..15 => Encoding::NotGzip,
-        15..18 => Encoding::Header(*rng.pick(&["deflate", "br", "identity", "GZIP", "x-gzip"])),
+        15..18 => Encoding::Header(rng.pick_str(&["deflate", "br", "identity", "GZIP", "x-gzip"])),
         _ => Encoding::Plain,
     };
     Batch {
@@ -524,7 +535,10 @@ fn point(rng: &mut Rng, shapes: &[MeasurementShape], style: &Style) -> String {
         }
         tags.push((key, *rng.pick(TAG_VALUES)));
     }
-    if rng.chance(92) {
+    // Timestamp: none (InfluxDB's or the proxy's stamp), an edge, or a usual one.
+    let time = rng.below(100);
+    let stamped = time < 20;
+    if stamped || rng.chance(92) {
         let at = rng.below(tags.len() + 1);
         tags.insert(at, ("bt", ""));
     }
@@ -555,7 +569,7 @@ fn point(rng: &mut Rng, shapes: &[MeasurementShape], style: &Style) -> String {
         line.push('=');
         line.push_str(&value(rng, kind, style.clean));
     }
-    match rng.below(100) {
+    match time {
         0..20 => {}
         // Edge times only make sense in nanoseconds; other units overflow them.
         20..27 if style.unit_ns == 1 || !style.clean => {
@@ -565,7 +579,7 @@ fn point(rng: &mut Rng, shapes: &[MeasurementShape], style: &Style) -> String {
             } else {
                 ODD_TIMES
             };
-            line.push_str(*rng.pick(times));
+            line.push_str(rng.pick_str(times));
         }
         _ => {
             let week = if style.spread_weeks {
@@ -581,10 +595,10 @@ fn point(rng: &mut Rng, shapes: &[MeasurementShape], style: &Style) -> String {
         }
     }
     if !style.clean && rng.chance(3) {
-        line.push_str(*rng.pick(&[" ", "\t", "  "]));
+        line.push_str(rng.pick_str(&[" ", "\t", "  "]));
     }
     if rng.chance(3) {
-        line.insert_str(0, *rng.pick(&[" ", "\t", "  "]));
+        line.insert_str(0, rng.pick_str(&[" ", "\t", "  "]));
     }
     line
 }
