@@ -155,10 +155,7 @@ fn normalise_names(text: &str, names: &[&str]) -> String {
 /// compared; what was stored still is.
 fn without_racy_conflict(direct: &Answer, proxied: &Answer) -> (Answer, Answer) {
     const CONFLICT: &str = "partial write: ";
-    let storage_error = |answer: &Answer| {
-        answer.body.contains(CONFLICT) && !answer.body.contains("unable to parse")
-    };
-    if direct.status != proxied.status || !storage_error(direct) || !storage_error(proxied) {
+    if direct.status != proxied.status || !is_storage_error(direct) || !is_storage_error(proxied) {
         return (direct.clone(), proxied.clone());
     }
     let blank = |text: &str| -> String {
@@ -429,17 +426,23 @@ fn unreadable_in_influxdb2(record: &[u8]) -> bool {
 }
 
 /// What probably made the tee go wrong for a batch, to group its Kafka divergences:
-/// a partial write whose answer names a storage error (InfluxDB names only the first),
-/// else the precision parameters.
+/// a partial write whose answer names a storage error (InfluxDB names only the first
+/// failing shard group's first), 1.x's bare `field type conflict` (no partial write
+/// named), else the precision parameters.
 fn cause_of(batch: &Batch, answers: &[(Answer, Answer)]) -> String {
     let (_, proxied) = &answers[batch.index];
-    if proxied.body.contains("partial write: field type conflict")
-        || proxied.body.contains("partial write: invalid field name")
-    {
+    if is_storage_error(proxied) {
         "after a partial write naming a storage error".to_owned()
+    } else if proxied.body.contains("\"field type conflict\"") {
+        "after a bare 'field type conflict'".to_owned()
     } else {
         batch.precision_label()
     }
+}
+
+/// A partial write InfluxDB's storage reported (which takes precedence over parse errors).
+fn is_storage_error(answer: &Answer) -> bool {
+    answer.body.contains("partial write: ") && !answer.body.contains("unable to parse")
 }
 
 /// The batch a stored row or record came from: its `bt` tag, when the generator put one.
