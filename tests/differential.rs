@@ -250,12 +250,7 @@ async fn stored_rows(
         .collect();
     let mut rows = Rows::new();
     for name in names {
-        // InfluxQL's quoted identifiers: backslash escapes, no raw newline.
-        let quoted = name
-            .replace('\\', "\\\\")
-            .replace('"', "\\\"")
-            .replace('\n', "\\n");
-        let quoted = format!("\"{quoted}\"");
+        let quoted = exact_measurement_regex(&name);
         let everything = query_rows(base, credentials, db, &quoted, "").await?;
         let mut days: std::collections::BTreeSet<i64> = everything
             .keys()
@@ -277,6 +272,30 @@ async fn stored_rows(
         }
     }
     Ok(rows)
+}
+
+/// An InfluxQL regex (`/^name$/`) matching exactly one measurement name. A quoted
+/// identifier cannot hold every name InfluxDB stores (a carriage return, for one).
+fn exact_measurement_regex(name: &str) -> String {
+    let mut regex = String::from("/^");
+    for c in name.chars() {
+        match c {
+            '\\' | '.' | '+' | '*' | '?' | '(' | ')' | '|' | '[' | ']' | '{' | '}' | '^' | '$'
+            | '/' => {
+                regex.push('\\');
+                regex.push(c);
+            }
+            '\n' => regex.push_str("\\n"),
+            '\r' => regex.push_str("\\r"),
+            '\t' => regex.push_str("\\t"),
+            c if c.is_control() => {
+                let _ = write!(regex, "\\x{{{:x}}}", c as u32);
+            }
+            c => regex.push(c),
+        }
+    }
+    regex.push_str("$/");
+    regex
 }
 
 async fn query(
