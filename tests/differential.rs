@@ -450,6 +450,32 @@ fn unreadable_in_influxdb2(record: &[u8]) -> bool {
     false
 }
 
+/// What is unusual about a batch's request, to group answers by likely cause: its
+/// `Content-Encoding` and repeated parameters, e.g. ` [gzip (truncated), repeated db]`.
+fn shape_of(batch: &Batch) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    match &batch.encoding {
+        generator::Encoding::Plain => {}
+        generator::Encoding::Gzip => parts.push("gzip".into()),
+        generator::Encoding::TruncatedGzip => parts.push("gzip (truncated)".into()),
+        generator::Encoding::NotGzip => parts.push("gzip (not gzip)".into()),
+        generator::Encoding::Header(name) => parts.push(format!("content-encoding {name}")),
+    }
+    let mut seen: Vec<&str> = Vec::new();
+    for (key, _) in &batch.params {
+        if seen.contains(&key.as_str()) {
+            parts.push(format!("repeated {key}"));
+        }
+        seen.push(key);
+    }
+    parts.dedup();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" [{}]", parts.join(", "))
+    }
+}
+
 /// What probably made the tee go wrong for a batch, to group its Kafka divergences:
 /// a partial write whose answer names a storage error (InfluxDB names only the first
 /// failing shard group's first), 1.x's bare `field type conflict` (no partial write
@@ -576,7 +602,7 @@ async fn proxy_is_indistinguishable_from_influxdb() {
     for batch in &batches {
         let (direct, proxied) = &answers[batch.index];
         let (direct, proxied) = &without_racy_conflict(direct, proxied);
-        let target = batch.target.label();
+        let target = format!("{}{}", batch.target.label(), shape_of(batch));
         let class = if direct.status != proxied.status {
             format!(
                 "answer {target}: status {} direct, {} proxied",
@@ -791,9 +817,13 @@ async fn proxy_is_indistinguishable_from_influxdb() {
             direct_rows.keys().chain(proxied_rows.keys()).collect();
         for key in keys {
             let batch = batch_of(&batches, &key.tags);
-            let (target, precision) = batch.map_or(("?", "unattributed".to_owned()), |b| {
-                (b.target.label(), b.precision_label())
-            });
+            let (target, precision) =
+                batch.map_or(("?".to_owned(), "unattributed".to_owned()), |b| {
+                    (
+                        format!("{}{}", b.target.label(), shape_of(b)),
+                        b.precision_label(),
+                    )
+                });
             let difference = match (direct_rows.get(key), proxied_rows.get(key)) {
                 (Some(_), None) => "only in the direct database",
                 (None, Some(_)) => "only in the proxied database",

@@ -321,6 +321,15 @@ const NOT_POINTS: &[&str] = &[
     "\t",
 ];
 
+/// Lines that are not UTF-8, as series key and field set (the batch tag goes between).
+const NOT_UTF8: &[(&[u8], &[u8])] = &[
+    (b"bad\xff", b"v=1i"),
+    (b"m,t=\xc3", b"v=1i"),
+    (b"m", b"v=\"\xfe\xfe\",w=1i"),
+    (b"m", b"\xe2\x82=1i"),
+    (b"m\xc3\x28,t=a", b"v=2i"),
+];
+
 /// Lines InfluxDB refuses or reads surprisingly.
 const MALFORMED: &[&str] = &[
     "m",
@@ -416,6 +425,14 @@ fn batch(rng: &mut Rng, shapes: &[MeasurementShape], index: usize) -> Batch {
     for n in 0..lines {
         let line = match rng.below(100) {
             0..6 => rng.pick(NOT_POINTS).to_string(),
+            // InfluxDB takes any bytes; the two sides must agree on these too.
+            16..18 if !style.clean => {
+                let (series, fields) = *rng.pick(NOT_UTF8);
+                body.extend_from_slice(series);
+                body.extend_from_slice(format!(",bt={index} ").as_bytes());
+                body.extend_from_slice(fields);
+                String::from(" 1600000000000000000")
+            }
             // Stamped lines carry their batch, so stamps of two batches never merge.
             6..12 if !style.clean => {
                 let line = *rng.pick(MALFORMED);
