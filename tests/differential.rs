@@ -338,7 +338,7 @@ async fn query_rows(
         return Ok(rows);
     };
     for s in series {
-        let measurement = s["name"].as_str().unwrap_or_default().to_owned();
+        let measurement = lossy(s["name"].as_str().unwrap_or_default());
         // GROUP BY * lists every tag key of the measurement, "" where a series has none.
         let tags: BTreeMap<String, String> = s["tags"]
             .as_object()
@@ -346,7 +346,7 @@ async fn query_rows(
                 tags.iter()
                     .filter_map(|(k, v)| {
                         let v = v.as_str().unwrap_or_default();
-                        (!v.is_empty()).then(|| (k.clone(), v.to_owned()))
+                        (!v.is_empty()).then(|| (lossy(k), lossy(v)))
                     })
                     .collect()
             })
@@ -365,7 +365,7 @@ async fn query_rows(
                 if *column == "time" {
                     time = value.as_i64();
                 } else if !value.is_null() {
-                    fields.insert((*column).to_owned(), value.clone());
+                    fields.insert(lossy(column), lossy_value(value.clone()));
                 }
             }
             if let Some(time) = time {
@@ -374,6 +374,25 @@ async fn query_rows(
         }
     }
     Ok(rows)
+}
+
+/// Bytes that are not UTF-8 read back as U+FFFD on both sides, but Go's JSON writes one
+/// per byte and Rust's lossy decoding one per invalid sequence: compare runs as one.
+fn lossy(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if !(c == char::REPLACEMENT_CHARACTER && out.ends_with(char::REPLACEMENT_CHARACTER)) {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn lossy_value(value: serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::String(text) => serde_json::Value::String(lossy(&text)),
+        other => other,
+    }
 }
 
 /// Field values compare as InfluxDB's JSON writes them: a float 2.0 reads back as `2`.
@@ -751,16 +770,16 @@ async fn proxy_is_indistinguishable_from_influxdb() {
                 continue;
             };
             let key = (
-                point.measurement().into_owned(),
+                lossy(&point.measurement()),
                 point
                     .tags()
-                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                    .map(|(k, v)| (lossy(&k), lossy(&v)))
                     .collect::<BTreeMap<_, _>>(),
                 time,
             );
             let fields = from_kafka.entry(key.clone()).or_default();
             for (field, value) in point.fields() {
-                fields.insert(field.into_owned(), json_value(&value));
+                fields.insert(lossy(&field), lossy_value(json_value(&value)));
             }
             if let Some(batch) = batch {
                 record_batch.insert(key, batch.index);
