@@ -5,9 +5,16 @@
 //! exactly what its database stored.
 //!
 //! Seeded: `INFLUX_TEE_DIFF_SEED=<n>` replays a run, `INFLUX_TEE_DIFF_BATCHES=<n>` sizes
-//! it, `INFLUX_TEE_DIFF_DUMP=<file>` writes its batches there. `INFLUX_TEE_DIFF_SELF_CHECK=1`
-//! sends the "proxied" side straight to InfluxDB too, to check the comparison itself. Every divergence of a run is reported, grouped by class with the first
-//! reproducer of each, before the test fails.
+//! it, `INFLUX_TEE_DIFF_DUMP=<file>` writes its batches there. With
+//! `INFLUX_TEE_DIFF_SELF_CHECK=1` the "proxied" side goes straight to InfluxDB too (no
+//! Kafka), which checks the comparison itself: it must then find nothing. Every
+//! divergence of a run is reported, grouped by class with the first reproducer of each,
+//! before the test fails.
+//!
+//! Only what legitimately differs is normalised: the database names, `Date` and request
+//! ids, message framing, the stamp of lines without a time (InfluxDB's or the proxy's,
+//! both "now"), which storage error a racy multi-shard-group write names first, and the
+//! number of U+FFFD a byte that is not UTF-8 reads back as.
 
 mod common;
 #[path = "differential/generator.rs"]
@@ -918,9 +925,14 @@ async fn proxy_is_indistinguishable_from_influxdb() {
             "{} classes of divergence (INFLUX_TEE_DIFF_SEED={seed} INFLUX_TEE_DIFF_BATCHES={count}):\n",
             findings.classes.len()
         );
+        for (class, (count, _)) in &findings.classes {
+            let _ = writeln!(report, "  [{count}×] {class}");
+        }
+        report.push_str("\nThe first reproducer of each:\n");
         for (class, (count, first)) in &findings.classes {
             let _ = writeln!(report, "\n[{count}×] {class}\n    {first}");
         }
+        report.push_str("\nBatches after the first divergence may diverge as a consequence (the two databases then differ).\n");
         panic!("{report}");
     }
     println!("{stored_points} points stored directly, no divergence");
