@@ -157,8 +157,8 @@ fn normalise_names(text: &str, names: &[&str]) -> String {
 
 /// InfluxDB writes a batch's shard groups in parallel and reports the first storage
 /// error (a type conflict, a `time` field, …) of whichever group fails first, with
-/// that group's `dropped=`: two identical writes spanning several groups may name
-/// different ones. When both answers are such storage errors (parse errors, which
+/// that group's `dropped=`, or (1.x) a bare `field type conflict`: two identical
+/// writes spanning several groups may name different ones. When both answers are such storage errors (parse errors, which
 /// are deterministic, take second place to them in 1.x), the error named is not
 /// compared; what was stored still is.
 fn without_racy_conflict(direct: &Answer, proxied: &Answer) -> (Answer, Answer) {
@@ -187,7 +187,13 @@ fn without_racy_conflict(direct: &Answer, proxied: &Answer) -> (Answer, Answer) 
             }
         }
         out.push_str(rest);
-        out
+        // 1.x answers a bare `field type conflict` when the race goes the other way.
+        const BARE: &str = "field type conflict";
+        const NAMED: &str = "partial write: <the first failing shard group's error> dropped=<n>";
+        if out == BARE {
+            return NAMED.to_owned();
+        }
+        out.replace(&format!("\"{BARE}\""), &format!("\"{NAMED}\""))
     };
     let strip = |answer: &Answer| Answer {
         status: answer.status,
@@ -508,10 +514,10 @@ fn shape_of(batch: &Batch) -> String {
 /// named), else the precision parameters.
 fn cause_of(batch: &Batch, answers: &[(Answer, Answer)]) -> String {
     let (_, proxied) = &answers[batch.index];
-    if is_storage_error(proxied) {
-        "after a partial write naming a storage error".to_owned()
-    } else if proxied.body.contains("\"field type conflict\"") {
+    if proxied.body.contains("\"field type conflict\"") {
         "after a bare 'field type conflict'".to_owned()
+    } else if is_storage_error(proxied) {
+        "after a partial write naming a storage error".to_owned()
     } else {
         batch.precision_label()
     }
@@ -519,7 +525,8 @@ fn cause_of(batch: &Batch, answers: &[(Answer, Answer)]) -> String {
 
 /// A partial write InfluxDB's storage reported (which takes precedence over parse errors).
 fn is_storage_error(answer: &Answer) -> bool {
-    answer.body.contains("partial write: ") && !answer.body.contains("unable to parse")
+    (answer.body.contains("partial write: ") || answer.body.contains("\"field type conflict\""))
+        && !answer.body.contains("unable to parse")
 }
 
 /// The batch a stored row or record came from: its `bt` tag, when the generator put one.
