@@ -29,6 +29,9 @@ use generator::{Batch, Target};
 use influx_tee::line_protocol::{self, ParseOptions, Precision};
 
 const DEFAULT_BATCHES: usize = 400;
+/// The seed of the test command's run, fixed so every run checks the same batches and a
+/// red run replays exactly; other seeds are explored with `INFLUX_TEE_DIFF_SEED`.
+const DEFAULT_SEED: u64 = 20_261_201;
 
 #[test]
 fn generator_is_deterministic_for_a_seed() {
@@ -551,7 +554,7 @@ fn env_number(name: &str) -> Option<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_is_indistinguishable_from_influxdb() {
     require_stack().await;
-    let seed = env_number("INFLUX_TEE_DIFF_SEED").unwrap_or_else(|| now_ns() as u64);
+    let seed = env_number("INFLUX_TEE_DIFF_SEED").unwrap_or(DEFAULT_SEED);
     let count = env_number("INFLUX_TEE_DIFF_BATCHES").map_or(DEFAULT_BATCHES, |n| n as usize);
     println!("differential run: INFLUX_TEE_DIFF_SEED={seed} INFLUX_TEE_DIFF_BATCHES={count}");
     let batches = generator::batches(seed, count);
@@ -595,7 +598,15 @@ async fn proxy_is_indistinguishable_from_influxdb() {
     let mut findings = Findings::default();
     let started_ns = now_ns();
     let mut answers = Vec::with_capacity(batches.len());
+    // Writes whose outcome the proxy could not determine and so did not tee (it counts
+    // them in `influx_tee_partial_write_unresolved_total`, as the issue prescribes).
+    let mut unresolved_batches = std::collections::BTreeSet::new();
     for batch in &batches {
+        let proxy_of_batch = match batch.target {
+            Target::V1Influx1 => &proxy1,
+            _ => &proxy2,
+        };
+        let unresolved_before = unresolved_writes(proxy_of_batch).await;
         let (direct, proxied) = match batch.target {
             Target::V1Influx1 => (
                 Side {
@@ -630,6 +641,9 @@ async fn proxy_is_indistinguishable_from_influxdb() {
         let direct_answer = send(batch, &direct, &names).await;
         let proxied_answer = send(batch, &proxied, &names).await;
         answers.push((direct_answer, proxied_answer));
+        if !self_check && unresolved_writes(proxy_of_batch).await > unresolved_before {
+            unresolved_batches.insert(batch.index);
+        }
     }
     let finished_ns = now_ns();
     for batch in &batches {
@@ -882,6 +896,7 @@ async fn proxy_is_indistinguishable_from_influxdb() {
         }
         let keys: std::collections::BTreeSet<_> =
             from_kafka.keys().chain(proxied_raw.keys()).collect();
+        let mut not_teed_unresolved = 0usize;
         for key in keys {
             let batch = record_batch
                 .get(key)
@@ -891,6 +906,15 @@ async fn proxy_is_indistinguishable_from_influxdb() {
                 (b.target.label(), cause_of(b, &answers))
             });
             let difference = match (proxied_raw.get(key), from_kafka.get(key)) {
+                // The one way the proxy may leave a stored point out: it could not tell
+                // whether InfluxDB stored it (bytes that are not UTF-8 read back lossily,
+                // a read-back refused), counted that write as unresolved and teed nothing
+                // uncertain, as issue 9 prescribes. Their number is bounded below.
+                // Anything else is a divergence.
+                (Some(_), None) if batch.is_some_and(|b| unresolved_batches.contains(&b.index)) => {
+                    not_teed_unresolved += 1;
+                    continue;
+                }
                 (Some(_), None) => "stored but not in Kafka",
                 (None, Some(_)) => "in Kafka but not stored",
                 (Some(s), Some(k)) if !same_fields(s, k) => {
@@ -918,10 +942,22 @@ async fn proxy_is_indistinguishable_from_influxdb() {
                 text
             });
         }
+        if not_teed_unresolved > 0 {
+            println!(
+                "not teed: {not_teed_unresolved} stored points of writes the proxy counted as unresolved ({influxdb})"
+            );
+        }
     }
     proxy1.stop().await;
     proxy2.stop().await;
 
+    // Giving up is allowed, rarely: a proxy that gave up on many writes tees too little.
+    assert!(
+        unresolved_batches.len() * 20 <= count,
+        "the proxy left {} of {count} writes unresolved (seed {seed})",
+        unresolved_batches.len()
+    );
+    println!("unresolved writes: {} of {count}", unresolved_batches.len());
     // A run that stored next to nothing proves nothing.
     assert!(
         stored_points > count,
@@ -943,4 +979,17 @@ async fn proxy_is_indistinguishable_from_influxdb() {
         panic!("{report}");
     }
     println!("{stored_points} points stored directly, no divergence");
+}
+
+/// Writes the proxy counted as unresolved, over both endpoints.
+async fn unresolved_writes(proxy: &TestProxy) -> f64 {
+    let mut total = 0.0;
+    for endpoint in ["v1", "v2"] {
+        total += proxy
+            .metric(&format!(
+                "influx_tee_partial_write_unresolved_total{{endpoint=\"{endpoint}\"}}"
+            ))
+            .await;
+    }
+    total
 }

@@ -44,6 +44,9 @@ pub enum ProxyError {
     /// Write bodies in memory are at `max_inflight_bytes`: the proxy's own safety.
     #[error("{0}")]
     Busy(String),
+    /// A bug in the proxy (a panicked write task).
+    #[error("{0}")]
+    Internal(String),
     #[error("Kafka did not acknowledge the write: {0}")]
     KafkaUnavailable(String),
     /// The spool has no room (`when_full = "reject"`); refused before forwarding, so InfluxDB and Kafka stay equal.
@@ -59,6 +62,7 @@ impl ProxyError {
         match self {
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::BadGzip(_)
             | ProxyError::BodyRead(_)
             | ProxyError::InvalidPrecision { .. }

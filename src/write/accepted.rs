@@ -36,6 +36,11 @@ pub enum Accepted {
     /// One shard group refused its points as a whole (`field type conflict` between
     /// two points of the write on a new field); other shard groups may have stored theirs.
     ShardGroupRefused,
+    /// A server error (500) that says nothing of what was stored: InfluxDB writes shard
+    /// groups in parallel and fails the write on the first group's error (1.6:
+    /// `proto: field "tsdb.MeasurementFields.Name" contains invalid UTF-8`) while the
+    /// others store theirs. What was stored is read back.
+    Unknown,
     /// InfluxDB 3's partial write: every line was stored but those it names, numbered
     /// among the non-blank, non-comment lines (1-based).
     AllBut(HashSet<usize>),
@@ -90,8 +95,14 @@ impl Accepted {
             if message.trim_end().ends_with("field type conflict") {
                 return Accepted::ShardGroupRefused;
             }
+            if status == StatusCode::INTERNAL_SERVER_ERROR {
+                return Accepted::Unknown;
+            }
             return Accepted::Nothing;
         };
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            return Accepted::Unknown;
+        }
         if !status.is_client_error() {
             return Accepted::Nothing;
         }
@@ -184,6 +195,13 @@ impl Accepted {
                 })
                 .collect(),
             Accepted::Partial(partial) => partial.verdict(lines, time_ns),
+            Accepted::Unknown => lines
+                .iter()
+                .map(|line| match &line.result {
+                    Ok(point) if !dropped_by_storage(point) => Fate::Unknown,
+                    _ => Fate::Dropped,
+                })
+                .collect(),
             Accepted::ShardGroupRefused => {
                 let reached = reached_storage(lines, &Default::default());
                 if one_shard_group(&reached, &time_ns) {
@@ -217,13 +235,18 @@ impl PartialWrite {
             .filter(|(line, point)| line.result.is_ok() && point.is_none())
             .count();
         let identified = refused_by_us + found >= self.unparsed_count;
+        // An answer naming parse errors says nothing of what the storage dropped besides:
+        // its `dropped=0` is the parser's. InfluxDB 1.6 was seen answering only the parse
+        // errors of a write whose type-conflicting point it also dropped, so the points
+        // of such a write are read back.
+        let storage_answered = self.unparsed_count == 0;
         // Only lines refused while parsing: everything else was stored.
-        if identified && self.dropped == 0 && self.conflict.is_none() {
+        if identified && storage_answered && self.dropped == 0 && self.conflict.is_none() {
             return fates_where(lines, &reached, |_| Fate::Stored);
         }
         // One shard group answered for all: its count says whether the conflict
         // named was its only one.
-        if identified && one_shard_group(&reached, &time_ns) {
+        if identified && storage_answered && one_shard_group(&reached, &time_ns) {
             let conflicting = |point: &Point<'_>| {
                 dropped_by_storage(point)
                     || self.conflict.as_ref().is_some_and(|c| c.matches(point))
@@ -369,7 +392,7 @@ mod tests {
         );
         assert_eq!(
             Accepted::from_response(StatusCode::INTERNAL_SERVER_ERROR, Some("partial write")),
-            Accepted::Nothing
+            Accepted::Unknown
         );
     }
 
@@ -522,7 +545,9 @@ mod tests {
         let body = "m v=1i 1\n  m v=2u 2\n";
         let lines: Vec<Line<'_>> = crate::line_protocol::lines(body.as_bytes(), options).collect();
         let verdict = accepted.verdict(&lines, |point| point.timestamp().unwrap_or(0));
-        assert_eq!(verdict.fates, [Fate::Stored, Fate::Dropped]);
+        // The named line is not stored; the other is read back, as a parse-error answer
+        // does not say what the storage dropped besides.
+        assert_eq!(verdict.fates, [Fate::Unknown, Fate::Dropped]);
         // A named line we cannot find (its bytes came back mangled): all in doubt.
         let message =
             "partial write: unable to parse 'm,h=\u{FFFD} v=2u 2': invalid number dropped=0";

@@ -220,7 +220,14 @@ impl WritePipeline {
         client_gone.armed = false;
         match outcome {
             Ok(result) => result,
-            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            // A bug, not the client's doing: answer as InfluxDB answers its own (500),
+            // rather than drop the connection, and say so loudly.
+            Err(error) if error.is_panic() => {
+                tracing::error!(%error, "the write task panicked; its tee may be incomplete");
+                Err(ProxyError::Internal(
+                    "an internal error has occurred".into(),
+                ))
+            }
             Err(error) => Err(ProxyError::UpstreamUnavailable(error.to_string())),
         }
     }
@@ -532,6 +539,35 @@ impl WritePipeline {
         fates: &mut [Fate],
         endpoint: &'static str,
     ) {
+        // A name that is not UTF-8 reads back lossily (U+FFFD), so whether InfluxDB
+        // stored such a point cannot be told: it is not teed, and the write is counted
+        // as unresolved.
+        let (indices, candidates): (Vec<usize>, Vec<readback::Candidate<'_, '_>>) = {
+            let mut unmatchable = 0usize;
+            let kept = indices
+                .into_iter()
+                .zip(candidates)
+                .filter(|(index, candidate)| {
+                    if candidate.point.is_utf8() {
+                        return true;
+                    }
+                    fates[*index] = Fate::Dropped;
+                    unmatchable += 1;
+                    false
+                })
+                .unzip();
+            if unmatchable > 0 {
+                self.metrics
+                    .partial_write_unresolved
+                    .with_label_values(&[endpoint])
+                    .inc();
+                tracing::warn!(
+                    points = unmatchable,
+                    "partial write: points whose names are not UTF-8 cannot be read back; they are not teed"
+                );
+            }
+            kept
+        };
         if candidates.is_empty() {
             return;
         }

@@ -260,7 +260,8 @@ fn select_statements(
         let mut start = 0;
         while start < times.len() {
             let mut end = start;
-            while end + 1 < times.len() && times[end + 1] - times[end] <= RANGE_GAP_NS {
+            while end + 1 < times.len() && times[end + 1].saturating_sub(times[end]) <= RANGE_GAP_NS
+            {
                 end += 1;
             }
             statements += 1;
