@@ -36,14 +36,6 @@ fn assert_no_secret(what: &str, text: &[u8]) {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn no_secret_in_logs_help_config_records_or_spool() {
     require_stack().await;

@@ -225,14 +225,6 @@ async fn sighup_reloads_the_certificate_of_the_real_binary() {
     assert!(log.contains("tls certificate reloaded"), "{log}");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// An InfluxDB 2.7 of this test's own, serving only https with a certificate from `ca`.
 struct TlsInfluxdb2 {
     child: std::process::Child,
