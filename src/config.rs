@@ -78,8 +78,12 @@ pub struct UpstreamConfig {
     /// Which API the upstream speaks; `auto` reads it from `/ping`.
     pub api: UpstreamApi,
     pub connect_timeout_ms: u64,
-    /// Whole-request timeout for a forwarded write, answer body included.
+    /// Whole-request timeout for a forwarded write, answer body included; then the
+    /// client gets 503.
     pub timeout_ms: u64,
+    /// After that 503 the write is not abandoned: InfluxDB may still store it, so the
+    /// proxy waits this much longer for its answer and tees what it stored.
+    pub late_answer_wait_ms: u64,
     /// For everything passed through (queries, management), how long to wait for the
     /// answer's headers; 0 waits as long as the client does, as InfluxDB sets no query
     /// timeout by default. A short one would cut off long Flux or InfluxQL queries.
@@ -107,6 +111,7 @@ impl Default for UpstreamConfig {
             api: UpstreamApi::Auto,
             connect_timeout_ms: 2_000,
             timeout_ms: 30_000,
+            late_answer_wait_ms: 300_000,
             passthrough_timeout_ms: 0,
             pool_idle_timeout_ms: 90_000,
             retry_after_seconds: 5,

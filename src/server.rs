@@ -83,6 +83,7 @@ pub fn build_pipeline(config: &Config) -> anyhow::Result<Arc<WritePipeline>> {
             retry_after_seconds: config.upstream.retry_after_seconds,
             readback: config.upstream.readback.clone(),
             body_pace: body_pace(&config.http),
+            late_answer_wait: Duration::from_millis(config.upstream.late_answer_wait_ms),
         },
         in_flight: Default::default(),
         budget,

@@ -278,6 +278,20 @@ impl Upstream {
         &self,
         request: Request<Body>,
     ) -> Result<BufferedResponse, UpstreamError> {
+        self.send_buffered_within(request, self.timeout).await
+    }
+
+    /// The whole-request timeout of a forwarded write (`upstream.timeout_ms`).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// [`Upstream::send_buffered`] with a limit of its own.
+    pub async fn send_buffered_within(
+        &self,
+        request: Request<Body>,
+        limit: Duration,
+    ) -> Result<BufferedResponse, UpstreamError> {
         let exchange = async {
             let response = self.request_buffered(request).await?;
             self.observe(response.headers());
@@ -293,9 +307,9 @@ impl Upstream {
                 body,
             })
         };
-        tokio::time::timeout(self.timeout, exchange)
+        tokio::time::timeout(limit, exchange)
             .await
-            .map_err(|_| UpstreamError::Timeout(self.timeout))?
+            .map_err(|_| UpstreamError::Timeout(limit))?
     }
 
     /// Sends a passed-through request and returns the answer with its body still

@@ -806,3 +806,29 @@ async fn a_precision_influxdb_refuses_is_its_to_answer() {
     );
     proxy.stop().await;
 }
+
+/// The proxy's own upstream timeout answers the client 503, but InfluxDB may still
+/// store the write: the write waits on for InfluxDB's late answer and tees what it
+/// stored, so Kafka and InfluxDB agree (the client's retry can only add identical points).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_past_the_upstream_timeout_is_still_teed_when_influxdb_stores_it() {
+    require_stack().await;
+    let db = unique("late");
+    let topic = unique("it.late");
+    create_database_surely(&db).await;
+    let mut config = config(&influxdb_url(), &topic);
+    // Far shorter than InfluxDB 1.6 takes to store 40,000 points.
+    config.upstream.timeout_ms = 30;
+    let proxy = start_proxy(config).await;
+    let answer = post(proxy.url(&format!("/write?db={db}")), big_body("late")).await;
+    assert_eq!(answer.status(), 503, "the client is told in time");
+    assert!(answer.headers().contains_key("retry-after"));
+    let (stored, teed) = settled_counts(&db, "late", &topic, 40_000).await;
+    assert_eq!(
+        (stored, teed),
+        (40_000, 40_000),
+        "{}",
+        outcomes(&proxy).await
+    );
+    proxy.stop().await;
+}

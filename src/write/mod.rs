@@ -26,6 +26,9 @@ use crate::upstream::{strip_hop_by_hop, BufferedResponse, Upstream};
 use accepted::{Accepted, Fate};
 use request::{Server, WriteTarget};
 
+/// Where a write's task sends the client's answer.
+type AnswerSender = tokio::sync::oneshot::Sender<Result<Response<Body>, ProxyError>>;
+
 /// Settings of the write path.
 #[derive(Debug, Clone)]
 pub struct WriteSettings {
@@ -37,6 +40,9 @@ pub struct WriteSettings {
     pub readback: readback::ReadbackConfig,
     /// How slowly a body may arrive before the proxy answers 408.
     pub body_pace: crate::http::timed_body::BodyPace,
+    /// After a 503 for an upstream timeout, how long the write still waits for
+    /// InfluxDB's answer, to tee what it stored.
+    pub late_answer_wait: Duration,
 }
 
 /// Everything a write needs, shared by all requests.
@@ -199,10 +205,14 @@ impl WritePipeline {
         let pipeline = Arc::clone(self);
         let request_id = request_id.to_owned();
         let in_flight = self.in_flight.enter();
+        // The task answers through this as soon as it can; after an upstream timeout
+        // that is before it is done (it then waits on for InfluxDB's late answer).
+        let (answer_tx, answer_rx) = tokio::sync::oneshot::channel();
         let write = tokio::spawn(tracing::Instrument::instrument(
             async move {
                 let _in_flight = in_flight;
-                pipeline
+                let mut answer = Some(answer_tx);
+                let result = pipeline
                     .forward_and_tee(
                         dialect,
                         parts,
@@ -211,24 +221,28 @@ impl WritePipeline {
                         translate,
                         &request_id,
                         started,
+                        &mut answer,
                     )
-                    .await
+                    .await;
+                if let Some(answer) = answer {
+                    let _ = answer.send(result);
+                }
             },
             tracing::Span::current(),
         ));
-        let outcome = write.await;
+        let outcome = answer_rx.await;
         client_gone.armed = false;
         match outcome {
             Ok(result) => result,
-            // A bug, not the client's doing: answer as InfluxDB answers its own (500),
-            // rather than drop the connection, and say so loudly.
-            Err(error) if error.is_panic() => {
-                tracing::error!(%error, "the write task panicked; its tee may be incomplete");
+            // The task ended without an answer: a bug, not the client's doing. Answer as
+            // InfluxDB answers its own (500), rather than drop the connection, and say so.
+            Err(_) => {
+                let error = write.await.err();
+                tracing::error!(error = ?error, "the write task ended without an answer; its tee may be incomplete");
                 Err(ProxyError::Internal(
                     "an internal error has occurred".into(),
                 ))
             }
-            Err(error) => Err(ProxyError::UpstreamUnavailable(error.to_string())),
         }
     }
 
@@ -243,6 +257,7 @@ impl WritePipeline {
         translate: bool,
         request_id: &str,
         started: Instant,
+        early_answer: &mut Option<AnswerSender>,
     ) -> Result<Response<Body>, ProxyError> {
         let refusal = match (&target, &body.refused) {
             (Err(refusal), _) | (Ok(_), Some(refusal)) => Some(refusal.to_string()),
@@ -339,15 +354,18 @@ impl WritePipeline {
                     body.raw.clone()
                 };
                 let upstream_started = Instant::now();
+                let limit = upstream.timeout();
+                let exchange = self.forward(
+                    upstream,
+                    &parts,
+                    forward_body,
+                    stamp && body.gzipped,
+                    request_id,
+                    translate.then_some(&target),
+                    limit + self.settings.late_answer_wait,
+                );
                 let answer = self
-                    .forward(
-                        upstream,
-                        &parts,
-                        forward_body,
-                        stamp && body.gzipped,
-                        request_id,
-                        translate.then_some(&target),
-                    )
+                    .answer_in_time(exchange, limit, endpoint, early_answer)
                     .await;
                 self.metrics
                     .request_seconds
@@ -423,6 +441,7 @@ impl WritePipeline {
                 false,
                 request_id,
                 translate_to_v1,
+                upstream.timeout(),
             )
             .await?;
         if answer.status.is_success() {
@@ -442,6 +461,7 @@ impl WritePipeline {
         Ok(relay(answer))
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
         upstream: &Upstream,
@@ -450,6 +470,7 @@ impl WritePipeline {
         decompressed: bool,
         request_id: &str,
         translate_to_v1: Option<&WriteTarget>,
+        limit: Duration,
     ) -> Result<BufferedResponse, ProxyError> {
         let mut headers = parts.headers.clone();
         let translated_path = translate_to_v1
@@ -479,19 +500,67 @@ impl WritePipeline {
         *request.method_mut() = parts.method.clone();
         *request.uri_mut() = uri;
         *request.headers_mut() = headers;
-        let mut answer = upstream.send_buffered(request).await.map_err(|error| {
-            self.metrics
-                .upstream_errors
-                .with_label_values(&[error.reason()])
-                .inc();
-            tracing::warn!(%error, "upstream unreachable");
-            ProxyError::UpstreamUnavailable(error.to_string())
-        })?;
+        let mut answer = upstream
+            .send_buffered_within(request, limit)
+            .await
+            .map_err(|error| {
+                self.metrics
+                    .upstream_errors
+                    .with_label_values(&[error.reason()])
+                    .inc();
+                tracing::warn!(%error, "upstream unreachable");
+                ProxyError::UpstreamUnavailable(error.to_string())
+            })?;
         answer.restore_influxdb1_error_header();
         if translate_to_v1.is_some() {
             translate::error_to_v2(&mut answer);
         }
         Ok(answer)
+    }
+
+    /// Waits for the upstream's answer. Past `limit` the client gets its 503 at once,
+    /// as before, but the write goes on waiting: InfluxDB may still store it, and then
+    /// the tee must follow what it stored.
+    async fn answer_in_time(
+        &self,
+        exchange: impl std::future::Future<Output = Result<BufferedResponse, ProxyError>>,
+        limit: Duration,
+        endpoint: &'static str,
+        early_answer: &mut Option<AnswerSender>,
+    ) -> Result<BufferedResponse, ProxyError> {
+        tokio::pin!(exchange);
+        tokio::select! {
+            answer = &mut exchange => return answer,
+            () = tokio::time::sleep(limit) => {}
+        }
+        self.metrics
+            .upstream_errors
+            .with_label_values(&["timeout"])
+            .inc();
+        if let Some(client) = early_answer.take() {
+            let _ = client.send(Err(ProxyError::UpstreamUnavailable(format!(
+                "no answer within {limit:?}"
+            ))));
+        }
+        tracing::warn!(
+            ?limit,
+            "upstream answered not in time: the client has its 503; waiting on to tee what InfluxDB stores"
+        );
+        let answer = exchange.await;
+        match &answer {
+            Ok(late) => tracing::info!(
+                status = late.status.as_u16(),
+                "late upstream answer: teeing what it says was stored"
+            ),
+            Err(error) => {
+                self.metrics
+                    .partial_write_unresolved
+                    .with_label_values(&[endpoint])
+                    .inc();
+                tracing::warn!(%error, "no upstream answer at all: whether the write was stored is unknown, nothing is teed");
+            }
+        }
+        answer
     }
 
     /// Which lines the upstream stored: as its answer says, else as read back.
