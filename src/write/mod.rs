@@ -26,6 +26,24 @@ use crate::upstream::{strip_hop_by_hop, BufferedResponse, Upstream};
 use accepted::{Accepted, Fate};
 use request::{Server, WriteTarget};
 
+/// Bodies this large are parsed with the worker handed over to the blocking pool, so a
+/// big write does not hold up the other connections of its runtime worker.
+const PARSE_INLINE_MAX: usize = 256 * 1024;
+
+fn parse_off_the_runtime(body: &[u8], options: ParseOptions) -> Vec<Line<'_>> {
+    let parse = || line_protocol::lines(body, options).collect();
+    let multi_thread = tokio::runtime::Handle::try_current().is_ok_and(|runtime| {
+        runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+    });
+    // `block_in_place` moves this worker's other tasks elsewhere; it exists only on the
+    // multi-threaded runtime (the binary's), so a single-threaded one parses in place.
+    if body.len() > PARSE_INLINE_MAX && multi_thread {
+        tokio::task::block_in_place(parse)
+    } else {
+        parse()
+    }
+}
+
 /// Where a write's task sends the client's answer.
 type AnswerSender = tokio::sync::oneshot::Sender<Result<Response<Body>, ProxyError>>;
 
@@ -294,7 +312,7 @@ impl WritePipeline {
                 None => dialect == Dialect::V2,
             },
         };
-        let lines: Vec<Line<'_>> = line_protocol::lines(&body.decoded, options).collect();
+        let lines: Vec<Line<'_>> = parse_off_the_runtime(&body.decoded, options);
         let invalid = lines.iter().filter(|l| l.result.is_err()).count();
         // A full spool refuses the write before InfluxDB sees it, so the two never
         // diverge; the room is what the parsed lines' entry will take.
