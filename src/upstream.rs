@@ -292,24 +292,7 @@ impl Upstream {
         request: Request<Body>,
         limit: Duration,
     ) -> Result<BufferedResponse, UpstreamError> {
-        let exchange = async {
-            let response = self.request_buffered(request).await?;
-            self.observe(response.headers());
-            let (parts, body) = response.into_parts();
-            let body = body
-                .collect()
-                .await
-                .map_err(|e| UpstreamError::Connect(e.to_string()))?
-                .to_bytes();
-            Ok(BufferedResponse {
-                status: parts.status,
-                headers: parts.headers,
-                body,
-            })
-        };
-        tokio::time::timeout(limit, exchange)
-            .await
-            .map_err(|_| UpstreamError::Timeout(limit))?
+        self.send_capped(request, usize::MAX, limit).await
     }
 
     /// Sends a passed-through request and returns the answer with its body still

@@ -172,13 +172,7 @@ pub async fn stored(
     }
     let keys: Vec<SeriesKey> = candidates.iter().map(|c| SeriesKey::of(c.point)).collect();
     let query = select_statements(&keys, candidates)?;
-    // For "last wins": the last candidate writing each field of each series and time.
-    let mut last_writer: HashMap<(&SeriesKey, i64, String), usize> = HashMap::new();
-    for (index, (candidate, key)) in candidates.iter().zip(&keys).enumerate() {
-        for (name, _) in candidate.point.fields() {
-            last_writer.insert((key, candidate.time_ns, name.into_owned()), index);
-        }
-    }
+    let last_writer = last_writers(candidates, &keys);
     // InfluxDB answers on the first failing shard group while the others may still
     // be writing: read again until two reads agree, at least SETTLE_MIN apart from
     // the first.
@@ -239,6 +233,20 @@ fn judge(
             })
         })
         .collect()
+}
+
+/// For "last wins": the last candidate writing each field of each series and time.
+fn last_writers<'k>(
+    candidates: &[Candidate<'_, '_>],
+    keys: &'k [SeriesKey],
+) -> HashMap<(&'k SeriesKey, i64, String), usize> {
+    let mut last_writer = HashMap::new();
+    for (index, (candidate, key)) in candidates.iter().zip(keys).enumerate() {
+        for (name, _) in candidate.point.fields() {
+            last_writer.insert((key, candidate.time_ns, name.into_owned()), index);
+        }
+    }
+    last_writer
 }
 
 /// One `SELECT * … GROUP BY *` per measurement and cluster of close times.
@@ -659,12 +667,7 @@ mod tests {
             })
             .collect();
         let keys: Vec<SeriesKey> = points.iter().map(SeriesKey::of).collect();
-        let mut last_writer = HashMap::new();
-        for (index, (candidate, key)) in candidates.iter().zip(&keys).enumerate() {
-            for (name, _) in candidate.point.fields() {
-                last_writer.insert((key, candidate.time_ns, name.into_owned()), index);
-            }
-        }
+        let last_writer = last_writers(&candidates, &keys);
         let row = |value: Value| Row::from([("v".to_owned(), value)]);
         let rows = HashMap::from([
             ((keys[0].clone(), 1), row(Value::Small(2))),
